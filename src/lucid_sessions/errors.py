@@ -15,6 +15,9 @@ are translated at the boundary with ``raise X(...) from exc``.
     ├── NotRecordingError ............ LUCID_ERR_3004  operation needs a recording session
     ├── ChunkNotFoundError ........... LUCID_ERR_3005
     ├── PipelineError ................ LUCID_ERR_3006
+    │   └── CaptureError ............. a capture source failed
+    │       ├── CaptureConnectionError  the remote desktop could not be reached or dropped
+    │       └── CaptureAuthError ..... the remote desktop refused the credentials
     ├── StorageError ................. LUCID_ERR_3007  file system or metadata store failed
     │   └── FormatError .............. stored or supplied bytes do not parse
     ├── CompressionError ............. LUCID_ERR_3008
@@ -29,6 +32,9 @@ from __future__ import annotations
 __all__ = [
     "AlreadyExistsError",
     "AuthenticationError",
+    "CaptureAuthError",
+    "CaptureConnectionError",
+    "CaptureError",
     "ChunkNotFoundError",
     "CompressionError",
     "EncryptionError",
@@ -77,6 +83,18 @@ class ChunkNotFoundError(LucidError):
 
 class PipelineError(LucidError):
     code = "LUCID_ERR_3006"
+
+
+class CaptureError(PipelineError):
+    """A capture source (RDP client, X display, ingest) failed."""
+
+
+class CaptureConnectionError(CaptureError):
+    """The remote desktop could not be reached, or the connection dropped."""
+
+
+class CaptureAuthError(CaptureError):
+    """The remote desktop refused the credentials."""
 
 
 class StorageError(LucidError):

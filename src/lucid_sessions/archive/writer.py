@@ -1,0 +1,274 @@
+"""Writing a session: frames in, stored chunks and a signed manifest out.
+
+:class:`SessionWriter` cuts frames into chunks on the caller's task, processes chunks on
+a small thread pool (at most ``2 * workers`` in flight, so memory stays bounded), and
+stores each chunk file before its metadata record, in sequence order. A chunk whose
+record exists is therefore always complete on disk.
+
+:func:`finalize_session` turns whatever chunks reached storage into a manifest: it builds
+the Merkle tree over their leaf hashes, signs the manifest with the cluster key and marks
+the session completed (or interrupted). It is also how a crashed recording is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from lucid_sessions.archive.keys import create_data_key
+from lucid_sessions.archive.processor import ChunkProcessor, ProcessedChunk
+from lucid_sessions.chunkfile import zstd_level
+from lucid_sessions.crypto import DataKey
+from lucid_sessions.errors import InvalidConfigError, NotFoundError
+from lucid_sessions.manifest import Manifest, ManifestChunk, parse_manifest, signed_message
+from lucid_sessions.merkle import MerkleTree, get_hasher
+from lucid_sessions.recording.chunker import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DURATION_US,
+    Chunker,
+    RawChunk,
+)
+from lucid_sessions.recording.codec import Pixels
+from lucid_sessions.storage.chunk_store import check_id
+from lucid_sessions.storage.datadir import DataDir
+from lucid_sessions.storage.metadata import ManifestRecord, SessionRecord, utc_now
+
+__all__ = ["SessionWriter", "finalize_session", "new_session_id"]
+
+
+def new_session_id() -> str:
+    return "ses_" + secrets.token_hex(8)
+
+
+class SessionWriter:
+    """Records one session into a data directory. Create with :meth:`create`."""
+
+    def __init__(
+        self,
+        datadir: DataDir,
+        record: SessionRecord,
+        data_key: DataKey,
+        *,
+        chunker: Chunker,
+        level: int,
+        workers: int,
+    ) -> None:
+        self.datadir = datadir
+        self.session = record
+        self.session_id = record.session_id
+        self._key = data_key
+        self._chunker = chunker
+        self._processor = ChunkProcessor(get_hasher(record.hash_algorithm))
+        self.level = level
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lucid-chunk")
+        self._inflight: deque[Future[ProcessedChunk]] = deque()
+        self._max_inflight = 2 * workers
+        self.chunks_stored = 0
+        self.frames = 0
+        self.raw_bytes = 0
+        self.stored_bytes = 0
+
+    @classmethod
+    async def create(
+        cls,
+        datadir: DataDir,
+        *,
+        name: str,
+        quality: str = "medium",
+        fps: float | None = None,
+        hash_algorithm: str = "blake3",
+        max_duration_us: int = DEFAULT_MAX_DURATION_US,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        project: str | None = None,
+        environment: str | None = None,
+        tags: Sequence[str] = (),
+        config: Mapping[str, Any] | None = None,
+        session_id: str | None = None,
+        workers: int = 2,
+    ) -> SessionWriter:
+        """A new session in status ``recording``, with its data key."""
+        level = zstd_level(quality)
+        get_hasher(hash_algorithm)
+        if not name.strip():
+            raise InvalidConfigError("a session name must not be empty")
+        session_id = check_id(session_id or new_session_id())
+        now = utc_now()
+        settings = {"quality": quality, "zstd_level": level, **(config or {})}
+        if fps is not None:
+            settings["fps"] = fps
+        record = SessionRecord(
+            session_id=session_id,
+            name=name,
+            status="recording",
+            created_at=now,
+            updated_at=now,
+            started_at=now,
+            project=project,
+            environment=environment,
+            tags=tuple(tags),
+            config=settings,
+            hash_algorithm=hash_algorithm,
+        )
+        datadir.master_key()  # fail on a wrong master key before anything is written
+        await datadir.store.create_session(record)
+        key = await create_data_key(datadir, session_id)
+        record = await datadir.store.update_session(session_id, {"key_id": key.key_id})
+        chunker = Chunker(max_duration_us=max_duration_us, max_bytes=max_bytes)
+        return cls(datadir, record, key, chunker=chunker, level=level, workers=workers)
+
+    async def add_frame(self, timestamp_us: int, pixels: Pixels) -> None:
+        """Add one frame; may wait while earlier chunks are processed and stored."""
+        closed = self._chunker.add(timestamp_us, pixels)
+        self.frames += 1
+        if closed is not None:
+            await self._submit(closed)
+
+    async def _submit(self, raw: RawChunk) -> None:
+        future = self._pool.submit(
+            self._processor.process,
+            raw,
+            session_id=self.session_id,
+            data_key=self._key,
+            level=self.level,
+        )
+        self._inflight.append(future)
+        while len(self._inflight) >= self._max_inflight:
+            await self._store_oldest()
+
+    async def _store_oldest(self) -> None:
+        future = self._inflight.popleft()
+        processed = await asyncio.wrap_future(future)
+        await store_processed(self.datadir, processed)
+        self.chunks_stored += 1
+        self.raw_bytes += processed.raw.raw_bytes
+        self.stored_bytes += len(processed.stored)
+
+    async def flush(self) -> None:
+        """Close the open chunk and wait until every chunk is stored."""
+        last = self._chunker.flush()
+        if last is not None:
+            await self._submit(last)
+        while self._inflight:
+            await self._store_oldest()
+
+    async def finish(self, *, status: str = "completed", reason: str | None = None) -> Manifest:
+        """Flush, then finalise the session; returns its manifest."""
+        try:
+            await self.flush()
+        finally:
+            self._pool.shutdown(wait=True)
+        return await finalize_session(self.datadir, self.session_id, status=status, reason=reason)
+
+    async def discard(self) -> None:
+        """Stop and remove everything this session wrote: chunk files and metadata."""
+        for future in self._inflight:
+            future.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        await asyncio.to_thread(self.datadir.chunks.delete_session, self.session_id)
+        with contextlib.suppress(NotFoundError):
+            await self.datadir.store.delete_session(self.session_id)
+
+
+async def store_processed(datadir: DataDir, processed: ProcessedChunk) -> None:
+    """Write the chunk file, then its record: a record implies a complete file."""
+    await asyncio.to_thread(
+        datadir.chunks.put, processed.session_id, processed.raw.sequence, processed.stored
+    )
+    await datadir.store.put_chunk(processed.record())
+
+
+async def finalize_session(
+    datadir: DataDir, session_id: str, *, status: str = "completed", reason: str | None = None
+) -> Manifest:
+    """Sign a manifest over the session's stored chunks and close the session.
+
+    Only chunks whose records form an unbroken run from sequence 0 are included, so a
+    manifest never has a gap. Idempotent: a session that already has a manifest returns it.
+    """
+    store = datadir.store
+    session = await store.get_session(session_id)
+    try:
+        existing = await store.get_manifest(session_id)
+    except NotFoundError:
+        existing = None
+    if existing is not None:
+        manifest = parse_manifest(existing.manifest)
+        if session.status != manifest.status:
+            await _close_session(datadir, manifest, reason)
+        return manifest
+    records = await store.list_chunks(session_id)
+    run = []
+    for expected, record in enumerate(records):
+        if record.sequence != expected:
+            break
+        run.append(record)
+    hasher = get_hasher(session.hash_algorithm)
+    tree = MerkleTree(hasher, (bytes.fromhex(r.leaf_hash) for r in run))
+    ended = utc_now()
+    if session.key_id is None:
+        raise InvalidConfigError(f"session {session_id} has no data key")
+    manifest = Manifest(
+        session_id=session_id,
+        name=session.name,
+        status=status,
+        created_at=session.created_at,
+        started_at=session.started_at,
+        ended_at=ended,
+        hash_algorithm=hasher.name,
+        key_id=session.key_id,
+        tree_size=tree.size,
+        root=tree.root().hex(),
+        chunks=tuple(
+            ManifestChunk(
+                sequence=r.sequence,
+                start_us=r.start_us,
+                end_us=r.end_us,
+                frame_count=r.frame_count,
+                raw_size=r.plain_size,
+                stored_size=r.stored_size,
+                leaf_hash=r.leaf_hash,
+            )
+            for r in run
+        ),
+        metadata={
+            "project": session.project,
+            "environment": session.environment,
+            "tags": list(session.tags),
+            "config": dict(session.config),
+            "status_reason": reason,
+        },
+    )
+    data = manifest.to_bytes()
+    key = datadir.cluster_key()
+    await store.put_manifest(
+        ManifestRecord(
+            session_id=session_id,
+            manifest=data,
+            signature=key.sign(signed_message(data)),
+            public_key=key.public_key_bytes(),
+            created_at=ended,
+        )
+    )
+    await _close_session(datadir, manifest, reason)
+    return manifest
+
+
+async def _close_session(datadir: DataDir, manifest: Manifest, reason: str | None) -> None:
+    records = await datadir.store.list_chunks(manifest.session_id, limit=manifest.tree_size)
+    await datadir.store.update_session(
+        manifest.session_id,
+        {
+            "status": manifest.status,
+            "status_reason": reason,
+            "ended_at": manifest.ended_at,
+            "chunk_count": manifest.tree_size,
+            "raw_bytes": sum(r.raw_bytes for r in records),
+            "stored_bytes": sum(r.stored_size for r in records),
+            "root": manifest.root,
+        },
+    )

@@ -1,0 +1,438 @@
+"""The ``lucid-sessions`` command line: parse options, run the archive, report.
+
+Domain errors become one line on stderr (``error: ...``) and exit code 1; usage errors
+exit 2 (click's convention); a failed verification exits 1 after naming the first bad
+chunk. Progress bars go to stderr so stdout stays parseable (``import`` prints only the
+session id there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from lucid_sessions import __version__
+from lucid_sessions.chunkfile import QUALITY_LEVELS
+from lucid_sessions.errors import LucidError
+from lucid_sessions.storage.datadir import DATA_DIR_ENV, DataDir, default_data_dir
+
+T = TypeVar("T")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def run_async(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
+    """Run an async command body; turn domain and OS errors into one-line messages."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return asyncio.run(fn(*args, **kwargs))
+        except LucidError as exc:
+            _fail(exc.message)
+        except OSError as exc:
+            name = f" {exc.filename}" if exc.filename else ""
+            _fail(f"{exc.strerror or exc}{name and ':'}{name}")
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar=DATA_DIR_ENV,
+    default=None,
+    help=f"Data directory [env {DATA_DIR_ENV}; default ~/.local/share/lucid-sessions].",
+)
+
+
+@contextmanager
+def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr when it is a terminal, silent otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+async def _with_datadir(
+    data_dir: Path | None, body: Callable[[DataDir], Awaitable[T]], *, create: bool = False
+) -> T:
+    datadir = DataDir.open(data_dir or default_data_dir(), create=create)
+    try:
+        return await body(datadir)
+    finally:
+        await datadir.close()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lucid-sessions")
+def main() -> None:
+    """Record remote desktop sessions as verifiable evidence.
+
+    Every recording is cut into chunks that play on their own, compressed with zstd,
+    encrypted with XChaCha20-Poly1305, hashed into a Merkle tree and described by a
+    manifest signed with the cluster's Ed25519 key.
+    """
+
+
+@main.command("import")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--name", required=True, help="Session name.")
+@click.option(
+    "--fps",
+    type=float,
+    default=None,
+    help="Video: keep at most this many frames per second. Images: frames per second (default 1).",
+)
+@click.option(
+    "--quality",
+    type=click.Choice(list(QUALITY_LEVELS)),
+    default="medium",
+    show_default=True,
+    help="Compression quality (zstd level 1, 3, 9, 15).",
+)
+@click.option(
+    "--hash",
+    "hash_algorithm",
+    type=click.Choice(["blake3", "sha256"]),
+    default="blake3",
+    show_default=True,
+    help="Merkle tree hash.",
+)
+@data_dir_option
+@run_async
+async def import_(
+    path: Path,
+    name: str,
+    fps: float | None,
+    quality: str,
+    hash_algorithm: str,
+    data_dir: Path | None,
+) -> None:
+    """Build a finished, signed session from a video file or a folder of screenshots.
+
+    PATH is a video (anything FFmpeg reads) or a folder of PNG/JPEG images taken in name
+    order. Prints the new session's id.
+    """
+    from lucid_sessions.archive.importer import open_frames
+    from lucid_sessions.archive.service import import_frames
+
+    source = open_frames(path, fps=fps)
+
+    async def body(datadir: DataDir) -> None:
+        with _progress(f"importing {source.description}", source.total) as advance:
+            manifest = await import_frames(
+                datadir,
+                source.frames,
+                name=name,
+                quality=quality,
+                fps=fps,
+                hash_algorithm=hash_algorithm,
+                progress=advance,
+            )
+        click.echo(manifest.session_id)
+
+    await _with_datadir(data_dir, body, create=True)
+
+
+@main.command("ls")
+@click.option("--status", default=None, help="Only sessions in this status.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@data_dir_option
+@run_async
+async def ls(status: str | None, as_json: bool, data_dir: Path | None) -> None:
+    """List sessions."""
+    from lucid_sessions.archive.service import format_bytes
+
+    async def body(datadir: DataDir) -> None:
+        offset = 0
+        rows = []
+        while True:
+            page = await datadir.store.list_sessions(status=status, limit=500, offset=offset)
+            rows.extend(page.items)
+            if not page.has_next:
+                break
+            offset += len(page.items)
+        if as_json:
+            for r in rows:
+                click.echo(
+                    json.dumps(
+                        {
+                            "session_id": r.session_id,
+                            "name": r.name,
+                            "status": r.status,
+                            "created_at": r.created_at,
+                            "chunks": r.chunk_count,
+                            "stored_bytes": r.stored_bytes,
+                        }
+                    )
+                )
+            return
+        click.echo(f"{'SESSION':22} {'STATUS':12} {'CHUNKS':>6} {'SIZE':>9} {'CREATED':20} NAME")
+        for r in rows:
+            click.echo(
+                f"{r.session_id:22} {r.status:12} {r.chunk_count:>6} "
+                f"{format_bytes(r.stored_bytes):>9} {r.created_at[:19]:20} {r.name}"
+            )
+
+    await _with_datadir(data_dir, body)
+
+
+@main.command("show")
+@click.argument("session")
+@data_dir_option
+@run_async
+async def show(session: str, data_dir: Path | None) -> None:
+    """Show one session: status, figures, root and chunks."""
+    from lucid_sessions.archive.service import describe_session
+
+    async def body(datadir: DataDir) -> None:
+        for line in await describe_session(datadir, session):
+            click.echo(line)
+
+    await _with_datadir(data_dir, body)
+
+
+@main.command("export")
+@click.argument("session")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Bundle file to write (a tar).",
+)
+@click.option(
+    "--from",
+    "from_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Excerpt start, seconds from the session's start.",
+)
+@click.option(
+    "--to",
+    "to_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Excerpt end, seconds from the session's start.",
+)
+@data_dir_option
+@run_async
+async def export(
+    session: str, output: Path, from_s: float | None, to_s: float | None, data_dir: Path | None
+) -> None:
+    """Write a self-contained evidence bundle for SESSION.
+
+    With --from/--to only the chunks overlapping that range go in, each with its
+    inclusion proof against the signed root.
+    """
+    from lucid_sessions.archive.bundle import ExportRange, export_to_file
+
+    if from_s is not None and to_s is not None and to_s < from_s:
+        raise click.BadParameter("--to must not be before --from", param_hint="--to")
+    excerpt = None
+    if from_s is not None or to_s is not None:
+        excerpt = ExportRange(
+            None if from_s is None else round(from_s * 1e6),
+            None if to_s is None else round(to_s * 1e6),
+        )
+
+    async def body(datadir: DataDir) -> None:
+        record = await datadir.store.get_session(session)
+        with _progress("exporting", record.stored_bytes or None) as advance:
+            sequences = await export_to_file(
+                datadir, session, output, excerpt=excerpt, progress=advance
+            )
+        click.echo(f"wrote {output} ({len(sequences)} chunks)", err=True)
+
+    await _with_datadir(data_dir, body)
+
+
+@main.command("verify")
+@click.argument("target")
+@click.option(
+    "--key-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Session data key file (from `keys export`) to decrypt a bundle's chunks.",
+)
+@click.option(
+    "--trusted-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Public key (PEM or hex) the manifest must be signed with.",
+)
+@data_dir_option
+@run_async
+async def verify(
+    target: str, key_file: Path | None, trusted_key: Path | None, data_dir: Path | None
+) -> None:
+    """Check a session (by id) or an evidence bundle (by path).
+
+    Checks every chunk's hash, the chunk count and order, the Merkle root and the
+    manifest signature; with the data key, decrypts and decodes every chunk. Exits 0
+    only if everything holds; otherwise names the first bad chunk.
+    """
+    from lucid_sessions.archive.service import verify_target
+    from lucid_sessions.archive.verify import summary_lines
+
+    with _progress("verifying", None) as advance:
+        report = await verify_target(
+            target,
+            data_dir=data_dir,
+            key_file=key_file,
+            trusted_key_file=trusted_key,
+            progress=advance,
+        )
+    for line in summary_lines(report):
+        click.echo(line)
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command("frame")
+@click.argument("session")
+@click.option(
+    "--at",
+    "at",
+    type=click.FloatRange(min=0),
+    required=True,
+    help="Seconds from the session's start.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="PNG file to write.",
+)
+@data_dir_option
+@run_async
+async def frame(session: str, at: float, output: Path, data_dir: Path | None) -> None:
+    """Write the frame on screen at a time as a PNG."""
+    from PIL import Image
+
+    from lucid_sessions.archive.reader import SessionReader
+
+    async def body(datadir: DataDir) -> None:
+        reader = await SessionReader.open(datadir, session)
+        decoded = await reader.frame_at(at)
+        Image.fromarray(decoded.pixels).save(output, format="PNG")
+        click.echo(f"wrote {output} (frame at {decoded.timestamp_us / 1e6:.3f} s)", err=True)
+
+    await _with_datadir(data_dir, body)
+
+
+@main.group("keys")
+def keys() -> None:
+    """Master key rotation and key export."""
+
+
+@keys.command("rotate")
+@click.option(
+    "--new-key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="New master key file (read if it exists, else created with a new key). "
+    "Required when the current key comes from the environment or a key file.",
+)
+@data_dir_option
+@run_async
+async def keys_rotate(new_key_file: Path | None, data_dir: Path | None) -> None:
+    """Re-wrap every session's data key under a new master key. Chunks are untouched."""
+    from lucid_sessions.archive.keys import rotate_master_key
+
+    async def body(datadir: DataDir) -> None:
+        old = datadir.master_key().key_id
+        count = len(await datadir.store.list_wrapped_keys())
+        new = await rotate_master_key(datadir, new_key_file=new_key_file)
+        click.echo(f"rotated master key {old} -> {new.key_id} ({count} data keys re-wrapped)")
+        if new_key_file is not None:
+            click.echo(f"set LUCID_MASTER_KEY_FILE={new_key_file} from now on", err=True)
+
+    await _with_datadir(data_dir, body)
+
+
+@keys.command("export")
+@click.argument("session")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@data_dir_option
+@run_async
+async def keys_export(session: str, output: Path, data_dir: Path | None) -> None:
+    """Write SESSION's data key to a new 0600 file, for `verify BUNDLE --key-file`."""
+    from lucid_sessions.archive.keys import load_data_key
+    from lucid_sessions.archive.reader import write_data_key_file
+
+    async def body(datadir: DataDir) -> None:
+        record = await datadir.store.get_session(session)
+        if record.key_id is None:
+            raise LucidError(f"session {session} has no data key")
+        key = await load_data_key(datadir, record.key_id)
+        write_data_key_file(output, session, key)
+        click.echo(f"wrote data key {key.key_id} to {output}", err=True)
+
+    await _with_datadir(data_dir, body)
+
+
+@keys.command("public")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the PEM here instead of stdout.",
+)
+@data_dir_option
+@run_async
+async def keys_public(output: Path | None, data_dir: Path | None) -> None:
+    """Print the cluster's public signing key (PEM) for auditors."""
+
+    async def body(datadir: DataDir) -> None:
+        key = datadir.cluster_key()
+        pem = key.public_key_pem()
+        if output is None:
+            click.echo(pem.decode(), nl=False)
+        else:
+            output.write_bytes(pem)
+        click.echo(f"fingerprint {key.fingerprint()}", err=True)
+
+    await _with_datadir(data_dir, body)
+
+
+@main.command("demo")
+@click.option("--seconds", type=click.IntRange(1, 3600), default=20, show_default=True)
+@click.option("--fps", type=click.IntRange(1, 120), default=10, show_default=True)
+@click.option("--resolution", default="1280x720", show_default=True, help="WIDTHxHEIGHT")
+@data_dir_option
+@run_async
+async def demo(seconds: int, fps: int, resolution: str, data_dir: Path | None) -> None:
+    """Record a synthetic desktop into a session, then verify and export it."""
+    from lucid_sessions.archive.service import parse_resolution, run_demo
+
+    width, height = parse_resolution(resolution)
+
+    async def body(datadir: DataDir) -> None:
+        with _progress("recording synthetic desktop", seconds * fps) as advance:
+            lines = await run_demo(
+                datadir, seconds=seconds, fps=fps, width=width, height=height, progress=advance
+            )
+        for line in lines:
+            click.echo(line)
+
+    await _with_datadir(data_dir, body, create=True)

@@ -1,0 +1,138 @@
+"""Stored chunks as files: ``<root>/<session id>/<sequence, 8 digits>.chunk``.
+
+Every write is atomic and durable: the bytes go to a temporary file in the same folder,
+are fsynced, renamed into place, and the folder is fsynced, so after a crash a chunk file
+is either absent or complete. Writing the same bytes again is a no-op; writing different
+bytes over an existing chunk is refused (chunks are immutable once stored).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from lucid_sessions.errors import AlreadyExistsError, ChunkNotFoundError, StorageError
+
+__all__ = ["ChunkStore", "check_id", "fsync_dir", "write_atomic"]
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_NAME = re.compile(r"^(\d{8,})\.chunk$")
+
+
+def check_id(value: str, what: str = "session id") -> str:
+    """``value`` if it is a safe id (``[A-Za-z0-9_-]``, 1..128), else StorageError."""
+    if not isinstance(value, str) or not _ID.match(value):
+        raise StorageError(f"invalid {what} {value!r}: use 1-128 of A-Z a-z 0-9 _ -")
+    return value
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+class ChunkStore:
+    """Stored chunks under one root folder. Safe for use from several threads."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, session_id: str, sequence: int) -> Path:
+        if sequence < 0:
+            raise StorageError(f"invalid chunk sequence {sequence}")
+        return self.root / check_id(session_id) / f"{sequence:08d}.chunk"
+
+    def put(self, session_id: str, sequence: int, data: bytes) -> Path:
+        """Store a chunk; idempotent for identical bytes."""
+        path = self.path(session_id, sequence)
+        try:
+            if path.exists():
+                if path.read_bytes() == data:
+                    return path
+                raise AlreadyExistsError(
+                    f"chunk {sequence} of session {session_id} is already stored with "
+                    "different bytes"
+                )
+            if not path.parent.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fsync_dir(path.parent.parent)
+            write_atomic(path, data)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write chunk {sequence} of session {session_id}: {exc.strerror}"
+            ) from exc
+        return path
+
+    def get(self, session_id: str, sequence: int) -> bytes:
+        path = self.path(session_id, sequence)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ChunkNotFoundError(
+                f"chunk {sequence} of session {session_id} is not on disk"
+            ) from None
+        except OSError as exc:
+            raise StorageError(f"cannot read chunk {sequence}: {exc.strerror}") from exc
+
+    def size(self, session_id: str, sequence: int) -> int:
+        try:
+            return self.path(session_id, sequence).stat().st_size
+        except FileNotFoundError:
+            raise ChunkNotFoundError(
+                f"chunk {sequence} of session {session_id} is not on disk"
+            ) from None
+
+    def sequences(self, session_id: str) -> list[int]:
+        """Sequence numbers of the chunk files present for a session, ascending."""
+        folder = self.root / check_id(session_id)
+        if not folder.is_dir():
+            return []
+        found = (_NAME.match(name) for name in os.listdir(folder))
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def sessions(self) -> Iterator[str]:
+        if not self.root.is_dir():
+            return
+        for entry in sorted(os.listdir(self.root)):
+            if _ID.match(entry) and (self.root / entry).is_dir():
+                yield entry
+
+    def delete_session(self, session_id: str) -> int:
+        """Remove a session's chunk files; returns how many were removed."""
+        folder = self.root / check_id(session_id)
+        removed = 0
+        if not folder.is_dir():
+            return 0
+        for entry in os.listdir(folder):
+            (folder / entry).unlink()
+            removed += 1
+        folder.rmdir()
+        fsync_dir(self.root)
+        return removed
