@@ -168,6 +168,12 @@ def open_chunk(
         header.nonce, bytes(stored[HEADER_SIZE:]), _aad(raw_header, session_id)
     )
     try:
+        claimed = zstandard.frame_content_size(compressed)
+        if claimed > max_size:
+            raise CompressionError(
+                f"chunk {sequence} would decompress to {claimed} bytes, over the "
+                f"{max_size}-byte limit"
+            )
         return bytes(_decompressor().decompress(compressed, max_output_size=max_size))
     except zstandard.ZstdError as exc:
         raise CompressionError(f"chunk {sequence} does not decompress: {exc}") from exc

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lucid_sessions.recording.codec import DEFAULT_TILE_SIZE, ChunkEncoder, Pixels
+from lucid_sessions.recording.codec import (
+    DEFAULT_TILE_SIZE,
+    ChunkEncoder,
+    Pixels,
+    keyframe_size,
+)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -79,7 +84,7 @@ class Chunker:
                 closed = self._close()
             else:
                 record = encoder.encode_delta(timestamp_us, pixels)
-                added = len(record) if record is not None else int(pixels.size)
+                added = len(record) if record is not None else keyframe_size(pixels)
                 if encoder.size + added > self.max_bytes:
                     closed = self._close()
                     record = None

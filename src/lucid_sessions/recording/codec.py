@@ -48,6 +48,7 @@ __all__ = [
     "changed_tiles",
     "decode_frames",
     "frame_at",
+    "keyframe_size",
     "scan_records",
     "validate_pixels",
 ]
@@ -77,6 +78,11 @@ def validate_pixels(pixels: Pixels) -> None:
     height, width = pixels.shape[0], pixels.shape[1]
     if not (1 <= width <= MAX_WIDTH and 1 <= height <= MAX_HEIGHT):
         raise ValueError(f"frame size {width}x{height} is outside 1x1..{MAX_WIDTH}x{MAX_HEIGHT}")
+
+
+def keyframe_size(pixels: Pixels) -> int:
+    """Bytes a keyframe record of this frame takes."""
+    return _RECORD.size + _DIMS.size + int(pixels.size)
 
 
 def _grid(width: int, height: int, tile: int) -> tuple[int, int]:
