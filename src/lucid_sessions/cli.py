@@ -436,3 +436,126 @@ async def demo(seconds: int, fps: int, resolution: str, data_dir: Path | None) -
             click.echo(line)
 
     await _with_datadir(data_dir, body, create=True)
+
+
+@main.command("record")
+@click.argument("target")
+@click.option(
+    "--password-file",
+    default=None,
+    help="File holding the RDP password ('-' reads stdin). Never put it in the URL.",
+)
+@click.option("--domain", default="", help="RDP domain.")
+@click.option("--security", type=click.Choice(["tls", "nla"]), default="nla", show_default=True)
+@click.option("--fps", type=click.IntRange(1, 120), default=10, show_default=True)
+@click.option(
+    "--resolution",
+    default="1920x1080",
+    show_default=True,
+    help="RDP desktop size WIDTHxHEIGHT (x11 records the display's size).",
+)
+@click.option(
+    "--quality",
+    type=click.Choice(list(QUALITY_LEVELS)),
+    default="medium",
+    show_default=True,
+    help="Highest compression level; it drops when behind.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Stop after this many seconds (default: until Ctrl-C or SIGTERM).",
+)
+@click.option("--name", default=None, help="Session name (default: the target).")
+@data_dir_option
+@run_async
+async def record(
+    target: str,
+    password_file: str | None,
+    domain: str,
+    security: str,
+    fps: int,
+    resolution: str,
+    quality: str,
+    duration: float | None,
+    name: str | None,
+    data_dir: Path | None,
+) -> None:
+    """Record a live session: rdp://USER@HOST[:PORT] or x11://:DISPLAY.
+
+    Records until Ctrl-C, SIGTERM or --duration, then finalises the session and prints its
+    id. SIGUSR1 pauses, SIGUSR2 resumes. Exits 0 when the recording ended as asked, 3 when
+    it was interrupted (the remote side went away); the session is finalised either way.
+    """
+    import signal
+
+    from lucid_sessions.archive.service import format_bytes, parse_resolution
+    from lucid_sessions.recorder.session_recorder import SessionRecorder, Status
+    from lucid_sessions.recorder.target import open_target, read_password
+
+    width, height = parse_resolution(resolution)
+    password = read_password(password_file) if password_file else ""
+    source, settings = open_target(
+        target,
+        password=password,
+        domain=domain,
+        security=security,
+        width=width,
+        height=height,
+    )
+    del password
+    settings.update({"fps": fps})
+    tty = sys.stderr.isatty()
+    reports = 0
+
+    def show(status: Status) -> None:
+        nonlocal reports
+        reports += 1
+        line = (
+            f"{int(status.elapsed_s) // 60:02d}:{int(status.elapsed_s) % 60:02d} "
+            f"{status.fps:5.1f} fps  {status.dropped} dropped  {status.chunks} chunks  "
+            f"{format_bytes(status.raw_bytes)} -> {format_bytes(status.stored_bytes)}  "
+            f"zstd {status.level}{'  PAUSED' if status.paused else ''}"
+        )
+        if tty:
+            click.echo(f"\r{line}\x1b[K", nl=False, err=True)
+        elif reports % 10 == 0:
+            click.echo(line, err=True)
+
+    async def body(datadir: DataDir) -> None:
+        recorder = SessionRecorder(
+            datadir,
+            source,
+            name=name or target.split("@")[-1],
+            fps=fps,
+            quality=quality,
+            duration_s=duration,
+            config=settings,
+            on_status=show,
+        )
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, recorder.stop, "interrupt")
+        loop.add_signal_handler(signal.SIGTERM, recorder.stop, "terminated")
+        loop.add_signal_handler(signal.SIGUSR1, recorder.pause)
+        loop.add_signal_handler(signal.SIGUSR2, recorder.resume)
+        try:
+            result = await recorder.run()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2):
+                loop.remove_signal_handler(sig)
+        if tty:
+            click.echo("", err=True)
+        stats = result.stats
+        click.echo(result.session_id)
+        click.echo(
+            f"{result.status}: {stats.captured} frames ({stats.dropped} dropped, "
+            f"{stats.unchanged} unchanged), {stats.effective_fps:.1f} fps, "
+            f"{result.manifest.tree_size} chunks, root {result.manifest.root}"
+            + (f"; {result.reason}" if result.reason else ""),
+            err=True,
+        )
+        if result.status != "completed":
+            sys.exit(3)
+
+    await _with_datadir(data_dir, body, create=True)

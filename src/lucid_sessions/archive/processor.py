@@ -40,6 +40,7 @@ class ProcessedChunk:
             frame_count=raw.frame_count,
             keyframe_count=raw.keyframe_count,
             unchanged_count=raw.unchanged_count,
+            dropped_count=raw.dropped_count,
             width=raw.width,
             height=raw.height,
             raw_bytes=raw.raw_bytes,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +23,7 @@ from typing import Any
 
 from lucid_sessions.archive.keys import create_data_key
 from lucid_sessions.archive.processor import ChunkProcessor, ProcessedChunk
+from lucid_sessions.archive.quality import AdaptiveLevel
 from lucid_sessions.chunkfile import zstd_level
 from lucid_sessions.crypto import DataKey
 from lucid_sessions.errors import InvalidConfigError, NotFoundError
@@ -57,6 +59,7 @@ class SessionWriter:
         chunker: Chunker,
         level: int,
         workers: int,
+        adaptive: bool = False,
     ) -> None:
         self.datadir = datadir
         self.session = record
@@ -65,13 +68,15 @@ class SessionWriter:
         self._chunker = chunker
         self._processor = ChunkProcessor(get_hasher(record.hash_algorithm))
         self.level = level
+        self._adaptive = AdaptiveLevel(level) if adaptive else None
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lucid-chunk")
-        self._inflight: deque[Future[ProcessedChunk]] = deque()
+        self._inflight: deque[tuple[Future[ProcessedChunk], float]] = deque()
         self._max_inflight = 2 * workers
         self.chunks_stored = 0
         self.frames = 0
         self.raw_bytes = 0
         self.stored_bytes = 0
+        self.dropped = 0
 
     @classmethod
     async def create(
@@ -90,8 +95,13 @@ class SessionWriter:
         config: Mapping[str, Any] | None = None,
         session_id: str | None = None,
         workers: int = 2,
+        adaptive: bool = False,
     ) -> SessionWriter:
-        """A new session in status ``recording``, with its data key."""
+        """A new session in status ``recording``, with its data key.
+
+        With ``adaptive`` the zstd level follows the pipeline's headroom (see
+        :mod:`.quality`) instead of staying at the quality's level.
+        """
         level = zstd_level(quality)
         get_hasher(hash_algorithm)
         if not name.strip():
@@ -119,14 +129,21 @@ class SessionWriter:
         key = await create_data_key(datadir, session_id)
         record = await datadir.store.update_session(session_id, {"key_id": key.key_id})
         chunker = Chunker(max_duration_us=max_duration_us, max_bytes=max_bytes)
-        return cls(datadir, record, key, chunker=chunker, level=level, workers=workers)
+        return cls(
+            datadir, record, key, chunker=chunker, level=level, workers=workers, adaptive=adaptive
+        )
 
     async def add_frame(self, timestamp_us: int, pixels: Pixels) -> None:
         """Add one frame; may wait while earlier chunks are processed and stored."""
-        closed = self._chunker.add(timestamp_us, pixels)
+        closed = await asyncio.to_thread(self._chunker.add, timestamp_us, pixels)
         self.frames += 1
         if closed is not None:
             await self._submit(closed)
+
+    def note_dropped(self, count: int = 1) -> None:
+        """Count sampling ticks the capture missed, against the open chunk."""
+        self._chunker.note_dropped(count)
+        self.dropped += count
 
     async def _submit(self, raw: RawChunk) -> None:
         future = self._pool.submit(
@@ -136,14 +153,22 @@ class SessionWriter:
             data_key=self._key,
             level=self.level,
         )
-        self._inflight.append(future)
+        self._inflight.append((future, time.monotonic()))
+        backlog_full = len(self._inflight) >= self._max_inflight
         while len(self._inflight) >= self._max_inflight:
-            await self._store_oldest()
+            await self._store_oldest(backlog_full=backlog_full)
 
-    async def _store_oldest(self) -> None:
-        future = self._inflight.popleft()
+    async def _store_oldest(self, *, backlog_full: bool = False) -> None:
+        future, submitted = self._inflight.popleft()
         processed = await asyncio.wrap_future(future)
         await store_processed(self.datadir, processed)
+        if self._adaptive is not None:
+            raw = processed.raw
+            self.level = self._adaptive.observe(
+                time.monotonic() - submitted,
+                (raw.end_us - raw.start_us) / 1e6,
+                backlog_full=backlog_full,
+            )
         self.chunks_stored += 1
         self.raw_bytes += processed.raw.raw_bytes
         self.stored_bytes += len(processed.stored)
@@ -166,7 +191,7 @@ class SessionWriter:
 
     async def discard(self) -> None:
         """Stop and remove everything this session wrote: chunk files and metadata."""
-        for future in self._inflight:
+        for future, _ in self._inflight:
             future.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
         await asyncio.to_thread(self.datadir.chunks.delete_session, self.session_id)
@@ -241,6 +266,7 @@ async def finalize_session(
             "tags": list(session.tags),
             "config": dict(session.config),
             "status_reason": reason,
+            "stats": dict(session.stats),
         },
     )
     data = manifest.to_bytes()

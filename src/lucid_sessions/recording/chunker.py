@@ -40,6 +40,8 @@ class RawChunk:
     keyframe_count: int
     unchanged_count: int
     """Frames identical to the one before them."""
+    dropped_count: int
+    """Sampling ticks missed while this chunk was open (see :meth:`Chunker.note_dropped`)."""
     width: int
     height: int
     raw_bytes: int
@@ -73,6 +75,7 @@ class Chunker:
         self.next_sequence = first_sequence
         self._encoder: ChunkEncoder | None = None
         self._dims = (0, 0)
+        self._dropped = 0
 
     def add(self, timestamp_us: int, pixels: Pixels) -> RawChunk | None:
         """Add a frame; returns the chunk this frame closed, if it closed one."""
@@ -94,6 +97,10 @@ class Chunker:
         self._encoder.append(timestamp_us, pixels, record)
         return closed
 
+    def note_dropped(self, count: int = 1) -> None:
+        """Count frames the capture could not deliver in time against the open chunk."""
+        self._dropped += count
+
     def flush(self) -> RawChunk | None:
         """Close the open chunk, if it holds any frame."""
         if self._encoder is None or self._encoder.frame_count == 0:
@@ -114,6 +121,7 @@ class Chunker:
             frame_count=encoder.frame_count,
             keyframe_count=encoder.keyframe_count,
             unchanged_count=encoder.unchanged_count,
+            dropped_count=self._dropped,
             width=self._dims[0],
             height=self._dims[1],
             raw_bytes=encoder.raw_bytes,
@@ -121,4 +129,5 @@ class Chunker:
         )
         self.next_sequence += 1
         self._encoder = None
+        self._dropped = 0
         return chunk

@@ -158,6 +158,8 @@ class ChunkEncoder:
         previous = self._previous
         if previous is None or previous.shape != pixels.shape:
             return None
+        if pixels is previous:
+            return _RECORD.pack(DELTA, timestamp_us, _COUNT.size) + _COUNT.pack(0)
         indices = changed_tiles(pixels, previous, self.tile_size)
         if indices.size == 0:
             return _RECORD.pack(DELTA, timestamp_us, _COUNT.size) + _COUNT.pack(0)

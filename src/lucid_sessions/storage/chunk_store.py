@@ -18,8 +18,9 @@ from lucid_sessions.errors import AlreadyExistsError, ChunkNotFoundError, Storag
 
 __all__ = ["ChunkStore", "check_id", "fsync_dir", "write_atomic"]
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_NAME = re.compile(r"^(\d{8,})\.chunk$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "abc\n" through.
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
+_NAME = re.compile(r"^([0-9]{8,})\.chunk\Z")
 
 
 def check_id(value: str, what: str = "session id") -> str:

@@ -63,6 +63,8 @@ class SessionRecord:
     stored_bytes: int = 0
     root: str | None = None
     status_reason: str | None = None
+    stats: Mapping[str, Any] = field(default_factory=dict)
+    """Recording quality figures: frames captured, dropped, unchanged, effective fps."""
 
 
 SESSION_FIELDS = frozenset(SessionRecord.__dataclass_fields__)
@@ -89,6 +91,8 @@ class ChunkRecord:
     """zstd level used."""
     created_at: str
     status: str = "stored"
+    dropped_count: int = 0
+    """Sampling ticks missed while this chunk was recorded."""
 
 
 @dataclass(frozen=True, slots=True)

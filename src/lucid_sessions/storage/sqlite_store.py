@@ -81,6 +81,7 @@ def _session_json(record: SessionRecord) -> str:
     data = asdict(record)
     data["tags"] = list(record.tags)
     data["config"] = dict(record.config)
+    data["stats"] = dict(record.stats)
     return json.dumps(data, sort_keys=True)
 
 
