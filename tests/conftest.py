@@ -78,3 +78,6 @@ def imported(cli: Cli, tmp_path: Path) -> tuple[str, list[np.ndarray]]:
     frames = write_images(tmp_path / "shots", 25)
     _, out, _ = cli("import", str(tmp_path / "shots"), "--name", "fixture", "--fps", "2")
     return out.strip(), frames
+
+
+from tests.rdp_fixtures import capture_deps, nla_server, tls_server  # noqa: E402, F401

@@ -1,0 +1,48 @@
+#!/bin/sh
+# Install the Debian packages the capture tests need (tests/test_capture.py), if missing.
+#
+#   xvfb                 headless X server (the RDP client's screen and the test server's)
+#   freerdp2-x11         xfreerdp, the RDP client the rdp capture source runs
+#   freerdp2-shadow-x11  freerdp-shadow-cli, the RDP server of scripts/rdp-test-server
+#   fonts-dejavu-core    the font the test server's animated Tk app draws with
+#   python3-tk           only when PYTHON (default: python3) is Debian's own Python
+#
+# As root: runs `apt-get update` once and installs what is missing.  Otherwise: prints
+# what is missing and exits 0, so the tests skip with that reason.  Exit 1 only if an
+# install was attempted and failed.
+set -eu
+
+PYTHON="${PYTHON:-python3}"
+PACKAGES="xvfb freerdp2-x11 freerdp2-shadow-x11 fonts-dejavu-core"
+
+installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+}
+
+missing=""
+for pkg in $PACKAGES; do
+    installed "$pkg" || missing="$missing $pkg"
+done
+if ! "$PYTHON" -c "import tkinter" 2>/dev/null; then
+    case "$(command -v "$PYTHON" 2>/dev/null)" in
+        /usr/bin/*) missing="$missing python3-tk" ;;
+        *) echo "note: $PYTHON has no tkinter; the test server needs a Python with tkinter" >&2 ;;
+    esac
+fi
+
+if [ -z "$missing" ]; then
+    echo "capture test dependencies: all installed"
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "capture test dependencies missing:$missing"
+    echo "install them as root: apt-get install --no-install-recommends$missing"
+    exit 0
+fi
+
+echo "installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing
