@@ -82,6 +82,8 @@ class Sampler:
         self._running = asyncio.Event()
         self._running.set()
         self.stats = SamplerStats()
+        self.started: float | None = None
+        """Clock reading at timestamp 0, once running."""
         self._last: Frame | None = None
 
     @property
@@ -102,7 +104,7 @@ class Sampler:
 
     async def run(self) -> SamplerStats:
         """Sample until :meth:`stop`, the duration, or the source's death."""
-        start = self._clock()
+        start = self.started = self._clock()
         base, tick = start, 0  # tick n is due at base + n * interval
         stats = self.stats
         while not self._stop.is_set():
