@@ -33,8 +33,10 @@ fi
 python -m pip install -q --disable-pip-version-check -e '.[test]'
 
 echo "== ruff"
-ruff check src tests bench scripts
-ruff format --check src tests bench scripts
+lint_paths=(src tests scripts scripts/rdp-test-server)
+[ -d bench ] && lint_paths+=(bench)
+ruff check "${lint_paths[@]}"
+ruff format --check "${lint_paths[@]}"
 echo "== mypy --strict (pure core: formats, crypto, Merkle)"
 mypy --strict \
     src/lucid_sessions/recording/codec.py \

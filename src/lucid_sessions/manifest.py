@@ -143,7 +143,7 @@ def parse_manifest(data: bytes) -> Manifest:
     """A :class:`Manifest` from its JSON bytes; FormatError naming what is wrong."""
     try:
         raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise FormatError(f"manifest is not valid JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise FormatError("manifest is not a JSON object")

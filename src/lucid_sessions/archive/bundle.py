@@ -46,7 +46,7 @@ __all__ = [
 
 BUNDLE_FORMAT = "lucid-sessions-bundle"
 BUNDLE_VERSION = 1
-_CHUNK_NAME = re.compile(r"^chunks/(\d{8,})\.chunk$")
+_CHUNK_NAME = re.compile(r"^chunks/([0-9]{8,})\.chunk\Z")
 _FIXED = ("lucid-bundle.json", "manifest.json", "manifest.sig", "public_key.pem", "proofs.json")
 _MAX_META = 256 * 1024 * 1024
 _MAX_CHUNK = (1 << 30) + 4096
@@ -162,7 +162,8 @@ class Bundle:
         self.path = path
         try:
             self._tar = tarfile.open(path, mode="r:")  # noqa: SIM115 - closed by close()
-        except (tarfile.TarError, OSError) as exc:
+        # tarfile raises ValueError for malformed PAX headers (bad numbers, sparse maps).
+        except (tarfile.TarError, OSError, ValueError) as exc:
             raise FormatError(f"{path} is not an evidence bundle ({exc})") from exc
         try:
             self._members = self._index_members()
@@ -181,11 +182,13 @@ class Bundle:
         members: dict[str, tarfile.TarInfo] = {}
         try:
             infos = self._tar.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as exc:
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
             raise FormatError(f"{self.path} is a damaged bundle ({exc})") from exc
         for info in infos:
-            if not info.isfile():
+            if not info.isfile() or info.issparse():
                 raise FormatError(f"bundle member {info.name!r} is not a regular file")
+            if info.size < 0:
+                raise FormatError(f"bundle member {info.name!r} has a negative size")
             if info.name not in _FIXED and not _CHUNK_NAME.match(info.name):
                 raise FormatError(f"bundle has an unexpected member {info.name!r}")
             if info.name in members:
@@ -205,7 +208,7 @@ class Bundle:
             handle = self._tar.extractfile(info)
             assert handle is not None
             data = handle.read()
-        except (tarfile.TarError, OSError, EOFError) as exc:
+        except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
             raise FormatError(f"bundle member {name} is unreadable ({exc})") from exc
         if len(data) != info.size:
             raise FormatError(f"bundle member {name} is truncated")
@@ -214,7 +217,7 @@ class Bundle:
     def _json(self, name: str) -> Any:
         try:
             return json.loads(self._read(name, _MAX_META))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise FormatError(f"bundle member {name} is not valid JSON") from exc
 
     def _check_index(self) -> None:

@@ -10,7 +10,12 @@ from pathlib import Path
 from lucid_sessions.archive.keys import load_data_key
 from lucid_sessions.chunkfile import open_chunk
 from lucid_sessions.crypto import DataKey
-from lucid_sessions.errors import ChunkNotFoundError, FormatError, NotFoundError
+from lucid_sessions.errors import (
+    ChunkNotFoundError,
+    EncryptionError,
+    FormatError,
+    NotFoundError,
+)
 from lucid_sessions.manifest import Manifest, parse_manifest
 from lucid_sessions.recording.codec import ChunkDecoder, DecodedFrame
 from lucid_sessions.storage.chunk_store import write_atomic
@@ -115,7 +120,7 @@ def read_data_key_file(path: Path) -> tuple[str, DataKey]:
     """(session id, data key) from a file written by :func:`write_data_key_file`."""
     try:
         body = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise FormatError(f"cannot read data key file {path}") from exc
     if not isinstance(body, dict) or body.get("format") != KEY_FILE_FORMAT:
         raise FormatError(f"{path} is not a Lucid Sessions data key file")
@@ -123,7 +128,7 @@ def read_data_key_file(path: Path) -> tuple[str, DataKey]:
         raise FormatError(f"data key file version {body.get('version')} is not supported")
     try:
         return str(body["session_id"]), DataKey(str(body["key_id"]), bytes.fromhex(body["key"]))
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, EncryptionError) as exc:
         raise FormatError(f"data key file {path} is malformed") from exc
 
 

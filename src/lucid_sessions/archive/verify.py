@@ -139,7 +139,13 @@ def _check_chunk(
 ) -> bytes | None:
     hasher = get_hasher(manifest.hash_algorithm)
     expected = manifest.chunks[sequence]
-    stored = source.chunk(sequence)
+    try:
+        stored = source.chunk(sequence)
+    except LucidError as exc:
+        report.failures.append(
+            Failure("missing", f"the chunk is unreadable: {exc.message}", sequence)
+        )
+        return None
     if stored is None:
         report.failures.append(Failure("missing", "the chunk is not present", sequence))
         return None

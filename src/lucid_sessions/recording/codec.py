@@ -296,7 +296,9 @@ class ChunkDecoder:
             raise FormatError("delta record has an impossible tile count")
         indices = np.frombuffer(payload, dtype="<u4", count=count, offset=_COUNT.size)
         if count and (
-            int(indices[-1]) >= cols * rows or (count > 1 and bool(np.any(np.diff(indices) <= 0)))
+            # int64: np.diff of uint32 wraps around, so a descending pair would look ascending
+            int(indices[-1]) >= cols * rows
+            or (count > 1 and bool(np.any(np.diff(indices.astype(np.int64)) <= 0)))
         ):
             raise FormatError("delta record has tile indices out of order or range")
         offset = _COUNT.size + 4 * count
@@ -328,6 +330,8 @@ class ChunkDecoder:
         Starts from the last keyframe at or before the target, so it replays at most one
         keyframe's run. A time before the chunk's first frame gives the first frame.
         """
+        if not self.records:
+            raise FormatError("frame chunk holds no frames")
         target = 0
         for i, record in enumerate(self.records):
             if record.timestamp_us > timestamp_us:

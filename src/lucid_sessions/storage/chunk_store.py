@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,14 +127,17 @@ class ChunkStore:
                 yield entry
 
     def delete_session(self, session_id: str) -> int:
-        """Remove a session's chunk files; returns how many were removed."""
+        """Remove a session's folder with everything in it; returns how many chunk files
+        were removed. StorageError if the file system refuses."""
         folder = self.root / check_id(session_id)
-        removed = 0
         if not folder.is_dir():
             return 0
-        for entry in os.listdir(folder):
-            (folder / entry).unlink()
-            removed += 1
-        folder.rmdir()
-        fsync_dir(self.root)
+        removed = len(self.sequences(session_id))
+        try:
+            shutil.rmtree(folder)
+            fsync_dir(self.root)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot delete the chunks of session {session_id}: {exc.strerror}"
+            ) from exc
         return removed

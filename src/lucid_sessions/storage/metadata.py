@@ -6,6 +6,10 @@ checks them against each one):
 - Records are plain frozen dataclasses; a store never hands out objects it still mutates.
 - ``create_session`` refuses an id that exists (AlreadyExistsError); ``get_session``,
   ``update_session`` and ``delete_session`` raise NotFoundError for an unknown id.
+- ``update_session`` raises ValueError for a field that does not exist or cannot change
+  (``session_id``): that is a programming error, not bad input.
+- ``put_wrapped_key`` is idempotent for the same bytes and refuses other bytes under an
+  existing key id (AlreadyExistsError).
 - ``put_chunk`` is idempotent: storing the same chunk record again is a no-op; a record
   for the same (session, sequence) with another leaf hash is refused (AlreadyExistsError).
 - ``update_session`` with ``if_status`` changes nothing unless the current status is one

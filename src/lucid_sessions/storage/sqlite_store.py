@@ -19,6 +19,7 @@ from typing import Any
 from lucid_sessions.errors import (
     AlreadyExistsError,
     ChunkNotFoundError,
+    FormatError,
     NotFoundError,
     PipelineError,
     StorageError,
@@ -86,13 +87,19 @@ def _session_json(record: SessionRecord) -> str:
 
 
 def _session_from_json(text: str) -> SessionRecord:
-    data = json.loads(text)
-    data["tags"] = tuple(data.get("tags", ()))
-    return SessionRecord(**data)
+    try:
+        data = json.loads(text)
+        data["tags"] = tuple(data.get("tags", ()))
+        return SessionRecord(**data)
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+        raise FormatError(f"metadata database holds a malformed session record: {exc}") from exc
 
 
 def _chunk_from_json(text: str) -> ChunkRecord:
-    return ChunkRecord(**json.loads(text))
+    try:
+        return ChunkRecord(**json.loads(text))
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise FormatError(f"metadata database holds a malformed chunk record: {exc}") from exc
 
 
 class SQLiteStore:
@@ -224,7 +231,8 @@ class SQLiteStore:
             values = dict(changes)
             if "tags" in values:
                 values["tags"] = tuple(values["tags"])
-            updated = replace(current, **values, updated_at=values.get("updated_at", utc_now()))
+            values.setdefault("updated_at", utc_now())
+            updated = replace(current, **values)
             db.execute(
                 "UPDATE sessions SET status=?, project=?, environment=?, record=? "
                 "WHERE session_id=?",
