@@ -69,15 +69,23 @@ _LEAF_PREFIX = b"\x00"
 _NODE_PREFIX = b"\x01"
 
 
-def _blake3_digest(data: bytes) -> bytes:
-    return blake3(data).digest()
+def _blake3_digest(*parts: bytes) -> bytes:
+    # Fed part by part: a leaf (a whole stored chunk) is never copied to prepend its
+    # prefix, and BLAKE3 releases the GIL on large inputs.
+    hasher = blake3(parts[0])
+    for part in parts[1:]:
+        hasher.update(part)
+    return hasher.digest()
 
 
-def _sha256_digest(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
+def _sha256_digest(*parts: bytes) -> bytes:
+    hasher = hashlib.sha256(parts[0])
+    for part in parts[1:]:
+        hasher.update(part)
+    return hasher.digest()
 
 
-_DIGESTS: dict[str, Callable[[bytes], bytes]] = {
+_DIGESTS: dict[str, Callable[..., bytes]] = {
     "blake3": _blake3_digest,
     "sha256": _sha256_digest,
 }
@@ -99,7 +107,7 @@ class Hasher:
     """``"blake3"`` or ``"sha256"``."""
     digest_size: int = field(init=False, default=32)
     """Length in bytes of every hash, root and proof element."""
-    _digest: Callable[[bytes], bytes] = field(init=False, repr=False, compare=False)
+    _digest: Callable[..., bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         digest = _DIGESTS.get(self.name)
@@ -109,11 +117,11 @@ class Hasher:
 
     def leaf_hash(self, data: bytes) -> bytes:
         """``H(0x00 || data)``: the hash of one leaf."""
-        return self._digest(_LEAF_PREFIX + data)
+        return self._digest(_LEAF_PREFIX, data)
 
     def node_hash(self, left: bytes, right: bytes) -> bytes:
         """``H(0x01 || left || right)``: the hash of an interior node."""
-        return self._digest(_NODE_PREFIX + left + right)
+        return self._digest(_NODE_PREFIX, left, right)
 
     def empty_root(self) -> bytes:
         """``H("")``: the root of a tree with no leaves."""
