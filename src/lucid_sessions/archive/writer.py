@@ -5,9 +5,7 @@ a small thread pool (at most ``2 * workers`` in flight, so memory stays bounded)
 stores each chunk file before its metadata record, in sequence order. A chunk whose
 record exists is therefore always complete on disk.
 
-:func:`finalize_session` turns whatever chunks reached storage into a manifest: it builds
-the Merkle tree over their leaf hashes, signs the manifest with the cluster key and marks
-the session completed (or interrupted). It is also how a crashed recording is closed.
+Finishing a writer finalises the session (:mod:`.finalize`).
 """
 
 from __future__ import annotations
@@ -21,14 +19,15 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from lucid_sessions.archive.finalize import finalize_session
 from lucid_sessions.archive.keys import create_data_key
 from lucid_sessions.archive.processor import ChunkProcessor, ProcessedChunk
 from lucid_sessions.archive.quality import AdaptiveLevel
 from lucid_sessions.chunkfile import zstd_level
 from lucid_sessions.crypto import DataKey
 from lucid_sessions.errors import InvalidConfigError, NotFoundError
-from lucid_sessions.manifest import Manifest, ManifestChunk, parse_manifest, signed_message
-from lucid_sessions.merkle import MerkleTree, get_hasher
+from lucid_sessions.manifest import Manifest
+from lucid_sessions.merkle import get_hasher
 from lucid_sessions.recording.chunker import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DURATION_US,
@@ -38,9 +37,9 @@ from lucid_sessions.recording.chunker import (
 from lucid_sessions.recording.codec import Pixels
 from lucid_sessions.storage.chunk_store import check_id
 from lucid_sessions.storage.datadir import DataDir
-from lucid_sessions.storage.metadata import ManifestRecord, SessionRecord, utc_now
+from lucid_sessions.storage.metadata import SessionRecord, utc_now
 
-__all__ = ["SessionWriter", "finalize_session", "new_session_id"]
+__all__ = ["SessionWriter", "new_session_id", "store_processed"]
 
 
 def new_session_id() -> str:
@@ -187,7 +186,13 @@ class SessionWriter:
             await self.flush()
         finally:
             self._pool.shutdown(wait=True)
-        return await finalize_session(self.datadir, self.session_id, status=status, reason=reason)
+        return await finalize_session(
+            self.datadir.store,
+            self.datadir.cluster_key(),
+            self.session_id,
+            status=status,
+            reason=reason,
+        )
 
     async def discard(self) -> None:
         """Stop and remove everything this session wrote: chunk files and metadata."""
@@ -205,96 +210,3 @@ async def store_processed(datadir: DataDir, processed: ProcessedChunk) -> None:
         datadir.chunks.put, processed.session_id, processed.raw.sequence, processed.stored
     )
     await datadir.store.put_chunk(processed.record())
-
-
-async def finalize_session(
-    datadir: DataDir, session_id: str, *, status: str = "completed", reason: str | None = None
-) -> Manifest:
-    """Sign a manifest over the session's stored chunks and close the session.
-
-    Only chunks whose records form an unbroken run from sequence 0 are included, so a
-    manifest never has a gap. Idempotent: a session that already has a manifest returns it.
-    """
-    store = datadir.store
-    session = await store.get_session(session_id)
-    try:
-        existing = await store.get_manifest(session_id)
-    except NotFoundError:
-        existing = None
-    if existing is not None:
-        manifest = parse_manifest(existing.manifest)
-        if session.status != manifest.status:
-            await _close_session(datadir, manifest, reason)
-        return manifest
-    records = await store.list_chunks(session_id)
-    run = []
-    for expected, record in enumerate(records):
-        if record.sequence != expected:
-            break
-        run.append(record)
-    hasher = get_hasher(session.hash_algorithm)
-    tree = MerkleTree(hasher, (bytes.fromhex(r.leaf_hash) for r in run))
-    ended = utc_now()
-    if session.key_id is None:
-        raise InvalidConfigError(f"session {session_id} has no data key")
-    manifest = Manifest(
-        session_id=session_id,
-        name=session.name,
-        status=status,
-        created_at=session.created_at,
-        started_at=session.started_at,
-        ended_at=ended,
-        hash_algorithm=hasher.name,
-        key_id=session.key_id,
-        tree_size=tree.size,
-        root=tree.root().hex(),
-        chunks=tuple(
-            ManifestChunk(
-                sequence=r.sequence,
-                start_us=r.start_us,
-                end_us=r.end_us,
-                frame_count=r.frame_count,
-                raw_size=r.plain_size,
-                stored_size=r.stored_size,
-                leaf_hash=r.leaf_hash,
-            )
-            for r in run
-        ),
-        metadata={
-            "project": session.project,
-            "environment": session.environment,
-            "tags": list(session.tags),
-            "config": dict(session.config),
-            "status_reason": reason,
-            "stats": dict(session.stats),
-        },
-    )
-    data = manifest.to_bytes()
-    key = datadir.cluster_key()
-    await store.put_manifest(
-        ManifestRecord(
-            session_id=session_id,
-            manifest=data,
-            signature=key.sign(signed_message(data)),
-            public_key=key.public_key_bytes(),
-            created_at=ended,
-        )
-    )
-    await _close_session(datadir, manifest, reason)
-    return manifest
-
-
-async def _close_session(datadir: DataDir, manifest: Manifest, reason: str | None) -> None:
-    records = await datadir.store.list_chunks(manifest.session_id, limit=manifest.tree_size)
-    await datadir.store.update_session(
-        manifest.session_id,
-        {
-            "status": manifest.status,
-            "status_reason": reason,
-            "ended_at": manifest.ended_at,
-            "chunk_count": manifest.tree_size,
-            "raw_bytes": sum(r.raw_bytes for r in records),
-            "stored_bytes": sum(r.stored_size for r in records),
-            "root": manifest.root,
-        },
-    )

@@ -1,0 +1,512 @@
+"""The pipeline manager: the session state machine and the chunk flow.
+
+States and the transitions allowed (anything else is refused with LUCID_ERR_3006, or
+LUCID_ERR_3004 for an operation that needs a recording session)::
+
+    created ──start──> starting ──> recording <──pause/resume──> paused
+       │                  │            │                            │
+       │                  └─> failed   └──stop / source lost──> stopped <──┘
+       │                                                          │
+       └──delete──> deleted               processing <────────────┘
+                                          │     │      │
+                                  completed  interrupted  failed
+
+Chunks go recorder -> ``submit_chunk`` -> a bounded queue -> processor -> storage.
+The queue bounds memory: when it is full, ``submit_chunk`` waits (backpressure reaches the
+recorder, whose sampler then counts dropped frames). Transient failures
+(:class:`~lucid_sessions.cluster.interfaces.Unavailable`) are retried with exponential
+backoff; a chunk that still fails is counted and the session ends interrupted with what
+was stored. Finalisation signs the manifest over the stored chunks and anchors its root.
+
+On start, :meth:`PipelineManager.recover` closes every session a previous process left
+open (starting, recording, paused, stopped, processing): it is finalised as interrupted
+with every chunk that reached storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from lucid_sessions.anchoring import Anchor
+from lucid_sessions.archive.finalize import finalize_session
+from lucid_sessions.archive.quality import AdaptiveLevel
+from lucid_sessions.archive.writer import new_session_id
+from lucid_sessions.chunkfile import zstd_level
+from lucid_sessions.cluster.interfaces import (
+    CaptureSpec,
+    Processor,
+    Recorder,
+    RecordingEnd,
+    Storage,
+    Unavailable,
+)
+from lucid_sessions.crypto import (
+    ClusterKey,
+    DataKey,
+    MasterKey,
+    XChaCha20Poly1305,
+    unwrap_data_key,
+    wrap_data_key,
+)
+from lucid_sessions.errors import (
+    InvalidConfigError,
+    LucidError,
+    NotRecordingError,
+    PipelineError,
+)
+from lucid_sessions.recording.chunker import RawChunk
+from lucid_sessions.storage.chunk_store import check_id
+from lucid_sessions.storage.metadata import SessionRecord, WrappedKeyRecord, utc_now
+
+__all__ = ["OPEN_STATES", "TRANSITIONS", "PipelineManager"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "created": frozenset({"starting", "deleted"}),
+    "starting": frozenset({"recording", "failed", "stopped"}),
+    "recording": frozenset({"paused", "stopped", "failed"}),
+    "paused": frozenset({"recording", "stopped", "failed"}),
+    "stopped": frozenset({"processing"}),
+    "processing": frozenset({"completed", "interrupted", "failed"}),
+    "completed": frozenset({"deleted"}),
+    "interrupted": frozenset({"deleted"}),
+    "failed": frozenset({"deleted"}),
+}
+OPEN_STATES = ("starting", "recording", "paused", "stopped", "processing")
+_UPDATABLE = frozenset({"name", "project", "environment", "tags", "metadata"})
+
+
+def _sources_from(states: str) -> list[str]:
+    return [s for s, targets in TRANSITIONS.items() if states in targets]
+
+
+@dataclass(slots=True)
+class _Live:
+    """What the pipeline keeps in memory for a session that is recording."""
+
+    key: DataKey
+    wrapped: bytes
+    level: AdaptiveLevel
+    hash_algorithm: str
+    pending: int = 0
+    failed: int = 0
+    seen: set[int] = field(default_factory=set)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class PipelineManager:
+    """Implements :class:`~lucid_sessions.cluster.interfaces.Pipeline`.
+
+    ``PipelineManager(storage, processor, master=..., signer=..., anchor=...)``, then
+    :meth:`attach_recorder` (the recorder and the pipeline call each other, so one of them
+    is wired after both exist). Call :meth:`start` before use and :meth:`close` after.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        processor: Processor,
+        *,
+        master: MasterKey,
+        signer: ClusterKey,
+        anchor: Anchor,
+        queue_size: int = 8,
+        workers: int = 2,
+        retries: int = 5,
+        backoff_s: float = 0.2,
+        on_chunk: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.storage = storage
+        self.processor = processor
+        self._recorder: Recorder | None = None
+        self._master = master
+        self._signer = signer
+        self._anchor = anchor
+        self._queue: asyncio.Queue[tuple[str, RawChunk]] = asyncio.Queue(maxsize=queue_size)
+        self._workers_n = workers
+        self._workers: list[asyncio.Task[None]] = []
+        self._retries = retries
+        self._backoff_s = backoff_s
+        self._live: dict[str, _Live] = {}
+        self._running = asyncio.Event()
+        self._running.set()
+        self._finalising: set[asyncio.Task[None]] = set()
+        self._on_chunk = on_chunk
+        self.counters = {"processed": 0, "failed": 0, "retried": 0, "duplicate": 0}
+
+    def attach_recorder(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+
+    @property
+    def recorder(self) -> Recorder:
+        if self._recorder is None:
+            raise PipelineError("the pipeline has no recorder attached")
+        return self._recorder
+
+    # lifecycle
+
+    async def start(self) -> None:
+        """Recover sessions left open, then start the chunk workers."""
+        await self.recover()
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"pipeline-worker-{i}")
+            for i in range(self._workers_n)
+        ]
+
+    async def close(self) -> None:
+        """Stop the workers; chunks still queued are not lost for good: their sessions
+        are recovered as interrupted on next start."""
+        for task in self._workers:
+            task.cancel()
+        for task in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._workers = []
+        if self._finalising:
+            await asyncio.gather(*self._finalising, return_exceptions=True)
+
+    async def recover(self) -> list[str]:
+        """Finalise every session a previous process left open; returns their ids."""
+        recovered = []
+        for status in OPEN_STATES:
+            offset = 0
+            while True:
+                page = await self.storage.list_sessions(status=status, limit=200, offset=offset)
+                for session in page.items:
+                    if session.session_id in self._live:
+                        continue
+                    await self._close(
+                        session.session_id, "interrupted", "the cluster stopped while recording"
+                    )
+                    recovered.append(session.session_id)
+                if not page.has_next:
+                    break
+                offset += len(page.items)
+        return recovered
+
+    # state machine
+
+    async def _transition(
+        self, session_id: str, target: str, changes: Mapping[str, Any] | None = None
+    ) -> SessionRecord:
+        allowed = _sources_from(target)
+        try:
+            return await self.storage.update_session(
+                session_id, {"status": target, **(changes or {})}, if_status=allowed
+            )
+        except PipelineError as exc:
+            if type(exc) is not PipelineError:
+                raise
+            current = (await self.storage.get_session(session_id)).status
+            error = NotRecordingError if target in ("paused", "stopped") else PipelineError
+            raise error(
+                f"session {session_id} is {current}: cannot go to {target}",
+                details={"status": current, "target": target},
+            ) from None
+
+    # Pipeline interface
+
+    async def create_session(self, spec: Mapping[str, Any], *, password: str = "") -> SessionRecord:
+        name = str(spec.get("name") or "").strip()
+        if not name:
+            raise InvalidConfigError("name must not be empty", details={"field": "name"})
+        recording = dict(spec.get("recording_config") or {})
+        quality = str(recording.get("quality", "medium"))
+        zstd_level(quality)
+        session_id = check_id(str(spec.get("session_id") or new_session_id()))
+        key = DataKey.generate()
+        config: dict[str, Any] = {
+            k: v
+            for k, v in spec.items()
+            if k not in ("name", "project", "environment", "tags", "session_id")
+        }
+        config.setdefault("recording_config", recording)
+        if password:
+            nonce = os.urandom(24)
+            sealed = XChaCha20Poly1305(key.key).encrypt(
+                nonce, password.encode(), f"rdp-password:{session_id}".encode()
+            )
+            config["rdp_password_sealed"] = (nonce + sealed).hex()
+        now = utc_now()
+        record = SessionRecord(
+            session_id=session_id,
+            name=name,
+            status="created",
+            created_at=now,
+            updated_at=now,
+            project=spec.get("project"),
+            environment=spec.get("environment"),
+            tags=tuple(spec.get("tags") or ()),
+            config=config,
+            key_id=key.key_id,
+            hash_algorithm=str(spec.get("hash_algorithm", "blake3")),
+        )
+        await self.storage.create_session(record)
+        await self.storage.put_wrapped_key(
+            WrappedKeyRecord(
+                key.key_id, session_id, self._master.key_id, wrap_data_key(key, self._master), now
+            )
+        )
+        return record
+
+    async def _data_key(self, session: SessionRecord) -> tuple[DataKey, bytes]:
+        if session.key_id is None:
+            raise PipelineError(f"session {session.session_id} has no data key")
+        wrapped = (await self.storage.get_wrapped_key(session.key_id)).wrapped
+        return unwrap_data_key(wrapped, self._master), wrapped
+
+    def _capture_spec(self, session: SessionRecord, key: DataKey) -> CaptureSpec:
+        config = session.config
+        recording = dict(config.get("recording_config") or {})
+        source = str(config.get("source", "ingest"))
+        settings: dict[str, Any] = dict(config.get(f"{source}_config") or {})
+        password = ""
+        sealed = config.get("rdp_password_sealed")
+        if sealed:
+            blob = bytes.fromhex(str(sealed))
+            password = (
+                XChaCha20Poly1305(key.key)
+                .decrypt(blob[:24], blob[24:], f"rdp-password:{session.session_id}".encode())
+                .decode()
+            )
+        duration = recording.get("chunk_duration_s")
+        size_mb = recording.get("chunk_size_mb")
+        return CaptureSpec(
+            source=source,
+            fps=float(recording.get("fps", 10)),
+            width=int(recording.get("width", 1920)),
+            height=int(recording.get("height", 1080)),
+            settings=settings,
+            password=password,
+            max_duration_us=None if duration is None else round(float(duration) * 1e6),
+            max_bytes=None if size_mb is None else int(float(size_mb) * 1024 * 1024),
+        )
+
+    async def start_session(self, session_id: str) -> SessionRecord:
+        session = await self._transition(session_id, "starting")
+        key, wrapped = await self._data_key(session)
+        quality = str((session.config.get("recording_config") or {}).get("quality", "medium"))
+        live = _Live(key, wrapped, AdaptiveLevel(zstd_level(quality)), session.hash_algorithm)
+        live.idle.set()
+        self._live[session_id] = live
+        try:
+            await self.recorder.start(session_id, self._capture_spec(session, key))
+        except LucidError as exc:
+            self._live.pop(session_id, None)
+            await self.storage.update_session(
+                session_id,
+                {"status": "failed", "status_reason": exc.message, "ended_at": utc_now()},
+            )
+            raise
+        return await self._transition(session_id, "recording", {"started_at": utc_now()})
+
+    async def stop_session(self, session_id: str) -> SessionRecord:
+        session = await self.storage.get_session(session_id)
+        if session.status not in ("recording", "paused", "starting"):
+            raise NotRecordingError(
+                f"session {session_id} is {session.status}: cannot stop it",
+                details={"status": session.status},
+            )
+        await self.recorder.stop(session_id)
+        return await self.storage.get_session(session_id)
+
+    async def pause_session(self, session_id: str) -> SessionRecord:
+        record = await self._transition(session_id, "paused")
+        await self.recorder.pause(session_id)
+        return record
+
+    async def resume_session(self, session_id: str) -> SessionRecord:
+        session = await self.storage.get_session(session_id)
+        if session.status != "paused":
+            raise NotRecordingError(f"session {session_id} is {session.status}: not paused")
+        await self.recorder.resume(session_id)
+        return await self._transition(session_id, "recording")
+
+    async def update_session(self, session_id: str, changes: Mapping[str, Any]) -> SessionRecord:
+        unknown = set(changes) - _UPDATABLE
+        if unknown:
+            raise InvalidConfigError(
+                f"cannot change {', '.join(sorted(unknown))}", details={"fields": sorted(unknown)}
+            )
+        values = dict(changes)
+        if "metadata" in values:
+            session = await self.storage.get_session(session_id)
+            values = {k: v for k, v in values.items() if k != "metadata"}
+            values["config"] = {**session.config, "metadata": changes["metadata"]}
+        return await self.storage.update_session(session_id, values)
+
+    async def delete_session(self, session_id: str) -> None:
+        session = await self.storage.get_session(session_id)
+        if session.status in OPEN_STATES:
+            raise PipelineError(
+                f"session {session_id} is {session.status}: stop it before deleting it"
+            )
+        await self.storage.delete_session(session_id)
+
+    async def submit_chunk(self, session_id: str, raw: RawChunk) -> None:
+        live = self._live.get(session_id)
+        if live is None:
+            raise NotRecordingError(f"session {session_id} is not recording here")
+        if raw.sequence in live.seen:
+            self.counters["duplicate"] += 1
+            return
+        live.seen.add(raw.sequence)
+        live.pending += 1
+        live.idle.clear()
+        await self._queue.put((session_id, raw))
+
+    async def recording_ended(self, end: RecordingEnd) -> None:
+        session = await self.storage.get_session(end.session_id)
+        if session.status in ("recording", "paused", "starting"):
+            await self._transition(end.session_id, "stopped", {"stats": dict(end.stats)})
+        task = asyncio.create_task(self._finish(end))
+        self._finalising.add(task)
+        task.add_done_callback(self._finalising.discard)
+
+    async def pipeline_status(self) -> Mapping[str, Any]:
+        return {
+            "state": "running" if self._running.is_set() else "paused",
+            "queue_depth": self._queue.qsize(),
+            "queue_capacity": self._queue.maxsize,
+            "workers": len(self._workers),
+            "active_sessions": sorted(self._live),
+            "chunks": dict(self.counters),
+        }
+
+    async def pause_pipeline(self) -> None:
+        self._running.clear()
+
+    async def resume_pipeline(self) -> None:
+        self._running.set()
+
+    # chunk flow
+
+    async def _retry(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        delay = self._backoff_s
+        for attempt in range(self._retries + 1):
+            try:
+                return await call()
+            except Unavailable:
+                if attempt == self._retries:
+                    raise
+                self.counters["retried"] += 1
+                log.warning("retrying %s in %.1f s (attempt %d)", what, delay, attempt + 1)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    async def _work(self) -> None:
+        while True:
+            session_id, raw = await self._queue.get()
+            try:
+                await self._running.wait()
+                await self._handle(session_id, raw)
+            finally:
+                self._queue.task_done()
+
+    async def _handle(self, session_id: str, raw: RawChunk) -> None:
+        live = self._live.get(session_id)
+        if live is None:
+            return
+        started = time.monotonic()
+        try:
+            level = live.level.level
+            processed = await self._retry(
+                f"processing chunk {raw.sequence} of {session_id}",
+                lambda: self.processor.process(
+                    raw,
+                    session_id=session_id,
+                    wrapped_key=live.wrapped,
+                    level=level,
+                    hash_algorithm=live.hash_algorithm,
+                ),
+            )
+            await self._retry(
+                f"storing chunk {raw.sequence} of {session_id}",
+                lambda: self.storage.store_chunk(processed.record(), processed.stored),
+            )
+            elapsed = time.monotonic() - started
+            live.level.observe(
+                elapsed,
+                (raw.end_us - raw.start_us) / 1e6,
+                backlog_full=self._queue.full(),
+            )
+            self.counters["processed"] += 1
+            if self._on_chunk is not None:
+                self._on_chunk("processed", elapsed)
+        except LucidError as exc:
+            live.failed += 1
+            self.counters["failed"] += 1
+            if self._on_chunk is not None:
+                self._on_chunk("failed", time.monotonic() - started)
+            log.error(
+                "chunk failed",
+                extra={"session_id": session_id, "sequence": raw.sequence, "error": exc.message},
+            )
+        finally:
+            live.pending -= 1
+            if live.pending == 0:
+                live.idle.set()
+
+    async def _finish(self, end: RecordingEnd) -> None:
+        live = self._live.get(end.session_id)
+        if live is not None:
+            await live.idle.wait()
+        reason = end.reason
+        if live is not None and live.failed:
+            reason = reason or f"{live.failed} chunks could not be stored"
+        status = "interrupted" if end.interrupted or reason else "completed"
+        try:
+            await self._close(end.session_id, status, reason)
+        except LucidError as exc:
+            log.error("finalising %s failed: %s", end.session_id, exc.message)
+            with contextlib.suppress(LucidError):
+                await self.storage.update_session(
+                    end.session_id, {"status": "failed", "status_reason": exc.message}
+                )
+        finally:
+            self._live.pop(end.session_id, None)
+
+    async def _close(self, session_id: str, status: str, reason: str | None) -> None:
+        session = await self.storage.get_session(session_id)
+        if session.status in ("starting", "recording", "paused"):
+            await self.storage.update_session(session_id, {"status": "stopped"})
+        if session.status != "processing":
+            await self.storage.update_session(session_id, {"status": "processing"})
+        manifest = await finalize_session(
+            self.storage, self._signer, session_id, status=status, reason=reason
+        )
+        receipt = await self._anchor.anchor(session_id, manifest.root)
+        await self.storage.update_session(
+            session_id,
+            {
+                "config": {
+                    **(await self.storage.get_session(session_id)).config,
+                    "anchor": {
+                        "chain": receipt.chain,
+                        "location": receipt.location,
+                        "transaction": receipt.transaction,
+                        "block": receipt.block,
+                    },
+                }
+            },
+        )
+
+    async def wait_idle(self, session_id: str, timeout: float = 30.0) -> None:
+        """Wait until the session's finalisation is done (tests and the CLI use this)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            session = await self.storage.get_session(session_id)
+            if session.status in ("completed", "interrupted", "failed"):
+                return
+            await asyncio.sleep(0.05)
+        raise PipelineError(f"session {session_id} did not finish within {timeout} s")
