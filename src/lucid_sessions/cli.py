@@ -559,3 +559,62 @@ async def record(
             sys.exit(3)
 
     await _with_datadir(data_dir, body, create=True)
+
+
+@main.command("serve")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="TOML configuration file.",
+)
+@click.option(
+    "--target",
+    default=None,
+    help="Components to run, comma-separated: all (default), pipeline, recorder, "
+    "processor, storage, api [env LUCID_TARGETS].",
+)
+@click.option(
+    "--host", default=None, help="API listen address [env LUCID_API_HOST; default 127.0.0.1]."
+)
+@click.option("--port", type=int, default=None, help="API port [env LUCID_API_PORT; default 8087].")
+@data_dir_option
+@run_async
+async def serve(
+    config_file: Path | None,
+    target: str | None,
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+) -> None:
+    """Run the cluster: all five components in one process (default), or some of them.
+
+    All-in-one, components call each other in-process and only the API port listens. With
+    --target, every internal component run here serves gRPC on its port (pipeline 8083,
+    recorder 8084, processor 8085, storage 8086) and reaches the others at their configured
+    addresses. SIGTERM or Ctrl-C stops gracefully.
+    """
+    import signal
+
+    from lucid_sessions.cluster.assembly import Cluster
+    from lucid_sessions.cluster.config import load_config
+
+    config = load_config(
+        file=config_file, targets=target, api_host=host, api_port=port, data_dir=data_dir
+    )
+    cluster = Cluster(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await cluster.start()
+    where = [f"{name} gRPC :{p}" for name, p in sorted(cluster.grpc_ports.items())]
+    if cluster.api_port is not None:
+        where.insert(0, f"API http://{config.api_host}:{cluster.api_port}/api/v1")
+    click.echo(f"serving {', '.join(sorted(config.local))}: {'; '.join(where)}", err=True)
+    try:
+        await stop.wait()
+    finally:
+        click.echo("stopping", err=True)
+        await cluster.stop()

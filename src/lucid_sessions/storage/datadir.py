@@ -92,10 +92,17 @@ class DataDir:
         self.path = path
         self._marker = marker
         self._key_file = key_file
-        self.store = SQLiteStore(path / "metadata.db")
+        self._store: SQLiteStore | None = None
         self.chunks = ChunkStore(path / "chunks")
         self._master: MasterKeySource | None = None
         self._cluster_key: ClusterKey | None = None
+
+    @property
+    def store(self) -> SQLiteStore:
+        """The SQLite metadata store, opened on first use."""
+        if self._store is None:
+            self._store = SQLiteStore(self.path / "metadata.db")
+        return self._store
 
     @classmethod
     def open(
@@ -196,4 +203,6 @@ class DataDir:
         return self.cluster_key().public_key_bytes()
 
     async def close(self) -> None:
-        await self.store.close()
+        if self._store is not None:
+            await self._store.close()
+            self._store = None

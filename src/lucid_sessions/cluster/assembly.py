@@ -1,0 +1,229 @@
+"""The one place that decides, per dependency, "local object or gRPC client".
+
+:class:`Cluster` builds the modules this process runs (``config.local``) in dependency
+order. A component that needs another gets :meth:`Cluster.dependency`: the local object
+when that component runs here, else a gRPC client to its configured address. Components
+never learn which they got. In per-component mode every internal component this process
+runs also serves gRPC (with the standard health service) on its port; in all-in-one mode
+only the API port listens.
+
+Module graph (plain data, checked for cycles)::
+
+    keys       master key, cluster signing key (from the data directory or key files)
+    storage    -> keys          (StorageService over the data directory)
+    processor  -> keys          (ProcessorService)
+    pipeline   -> keys, [storage], [processor]   recorder attached once it exists
+    recorder   -> [pipeline]
+    api        -> [pipeline], [storage], [recorder]
+
+A bracketed dependency is a module only when that component runs locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from lucid_sessions.anchoring import LocalAnchorLog
+from lucid_sessions.cluster.config import INTERNAL, ClusterConfig
+from lucid_sessions.cluster.interfaces import Pipeline, Processor, Recorder, Storage
+from lucid_sessions.cluster.lifecycle import Module, ModuleSet, Service
+from lucid_sessions.cluster.pipeline_manager import PipelineManager
+from lucid_sessions.cluster.processor_service import ProcessorService
+from lucid_sessions.cluster.recorder_service import RecorderService
+from lucid_sessions.cluster.storage_service import StorageService
+from lucid_sessions.crypto import ClusterKey, MasterKey
+from lucid_sessions.storage.datadir import DataDir
+
+__all__ = ["Cluster", "Keys"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    datadir: DataDir
+    master: MasterKey
+    signer: ClusterKey
+
+
+class Cluster:
+    """The components of one process. ``await start()``, then ``await stop()``."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self._clients: dict[str, Any] = {}
+        self._servers: list[Any] = []
+        self.modules = ModuleSet(self._graph())
+        self.api_server: Any = None
+        self.api_port: int | None = None
+        self.grpc_ports: dict[str, int] = {}
+
+    # the graph
+
+    def _graph(self) -> dict[str, Module]:
+        local = self.config.local
+
+        def deps(*names: str) -> tuple[str, ...]:
+            return tuple(n for n in names if n == "keys" or n in local)
+
+        return {
+            "keys": Module("keys", self._init_keys),
+            "storage": Module("storage", self._init_storage, deps("keys")),
+            "processor": Module("processor", self._init_processor, deps("keys")),
+            "pipeline": Module(
+                "pipeline", self._init_pipeline, deps("keys", "storage", "processor")
+            ),
+            "recorder": Module("recorder", self._init_recorder, deps("pipeline")),
+            "api": Module("api", self._init_api, deps("pipeline", "storage", "recorder")),
+        }
+
+    def dependency(self, name: str) -> Any:
+        """The component ``name`` as this process should use it: local or a gRPC client."""
+        if name in self.config.local:
+            return self.modules.services[name].value
+        client = self._clients.get(name)
+        if client is None:
+            from lucid_sessions import rpc
+
+            factory = {
+                "storage": rpc.StorageClient,
+                "processor": rpc.ProcessorClient,
+                "pipeline": rpc.PipelineClient,
+                "recorder": rpc.RecorderClient,
+            }[name]
+            client = self._clients[name] = factory(self.config.address(name))
+        return client
+
+    async def _serve_grpc(self, name: str, value: object) -> None:
+        if self.config.all_in_one or name not in INTERNAL:
+            return
+        from lucid_sessions import rpc
+
+        server, port = await rpc.serve(
+            {name: value}, host=self.config.grpc_host, port=self.config.ports[name]
+        )
+        self._servers.append(server)
+        self.grpc_ports[name] = port
+        log.info("serving gRPC", extra={"component": name, "port": port})
+
+    # module init functions
+
+    async def _init_keys(self) -> Service:
+        datadir = DataDir.open(
+            self.config.data_dir, create=True, key_file=self.config.master_key_file
+        )
+        keys = Keys(datadir, datadir.master_key(), datadir.cluster_key())
+        return Service("keys", keys, datadir.close)
+
+    @property
+    def keys(self) -> Keys:
+        value = self.modules.services["keys"].value
+        assert isinstance(value, Keys)
+        return value
+
+    async def _init_storage(self) -> Service:
+        storage = StorageService(self.keys.datadir)
+        await storage.health()
+        await self._serve_grpc("storage", storage)
+        return Service("storage", storage)
+
+    async def _init_processor(self) -> Service:
+        processor = ProcessorService(self.keys.master, workers=self.config.processor_threads)
+        await self._serve_grpc("processor", processor)
+        return Service("processor", processor, processor.close)
+
+    async def _init_pipeline(self) -> Service:
+        keys = self.keys
+        storage: Storage = self.dependency("storage")
+        processor: Processor = self.dependency("processor")
+        pipeline = PipelineManager(
+            storage,
+            processor,
+            master=keys.master,
+            signer=keys.signer,
+            anchor=LocalAnchorLog(keys.datadir.path / "anchors.jsonl", keys.signer),
+            queue_size=self.config.queue_size,
+            workers=self.config.pipeline_workers,
+        )
+        if "recorder" not in self.config.local:
+            pipeline.attach_recorder(self.dependency("recorder"))
+        await pipeline.start()
+        await self._serve_grpc("pipeline", pipeline)
+        return Service("pipeline", pipeline, pipeline.close)
+
+    async def _init_recorder(self) -> Service:
+        pipeline: Pipeline = self.dependency("pipeline")
+        recorder = RecorderService(pipeline)
+        if isinstance(pipeline, PipelineManager):
+            pipeline.attach_recorder(recorder)
+        await self._serve_grpc("recorder", recorder)
+        return Service("recorder", recorder, recorder.close)
+
+    async def _init_api(self) -> Service:
+        import uvicorn
+
+        from lucid_sessions.api import create_app
+
+        pipeline: Pipeline = self.dependency("pipeline")
+        storage: Storage = self.dependency("storage")
+        recorder: Recorder = self.dependency("recorder")
+        app = create_app(pipeline=pipeline, storage=storage, recorder=recorder, health=self.health)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=self.config.api_host,
+                port=self.config.ports["api"],
+                log_level="warning",
+                lifespan="off",
+            )
+        )
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("the API server stopped while starting")
+            await asyncio.sleep(0.02)
+        self.api_server = server
+        sockets = [s for srv in server.servers for s in srv.sockets]
+        self.api_port = sockets[0].getsockname()[1] if sockets else self.config.ports["api"]
+
+        async def stop() -> None:
+            server.should_exit = True
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        return Service("api", app, stop)
+
+    # running
+
+    async def health(self) -> dict[str, Any]:
+        """Each module's state, plus the storage check when storage is reachable."""
+        report: dict[str, Any] = {"services": self.modules.states()}
+        try:
+            storage: Storage = self.dependency("storage")
+            report["storage"] = await storage.health()
+        except Exception as exc:  # health must answer whatever is down
+            report["storage_error"] = getattr(exc, "message", None) or str(exc)
+        return report
+
+    async def start(self) -> None:
+        await self.modules.start(sorted(self.config.local, key=_ORDER.index))
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop serving gRPC (in-flight calls get ``grace`` seconds), then the modules in
+        reverse order, then the clients."""
+        for server in self._servers:
+            await server.stop(grace)
+        await self.modules.stop()
+        for client in self._clients.values():
+            close = getattr(client, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+
+_ORDER = ["storage", "processor", "pipeline", "recorder", "api"]

@@ -1,0 +1,167 @@
+"""Cluster configuration: defaults, then an optional TOML file, then ``LUCID_*`` variables.
+
+Every setting, its variable and its TOML key (``[section] key``)::
+
+    data_dir            LUCID_DATA_DIR              data_dir
+    targets             LUCID_TARGETS               targets = ["all"]
+    api.host / .port    LUCID_API_HOST / _PORT      [api] host = "127.0.0.1", port = 8087
+    grpc.host           LUCID_GRPC_HOST             [grpc] host = "127.0.0.1"
+    <svc> port          LUCID_<SVC>_PORT            [pipeline|recorder|processor|storage] port
+    <svc> address       LUCID_<SVC>_ADDRESS         ... address = "host:port" of a remote one
+    master key file     LUCID_MASTER_KEY_FILE       master_key_file
+    queue size          LUCID_QUEUE_SIZE            [pipeline] queue_size = 8
+    pipeline workers    LUCID_PIPELINE_WORKERS      [pipeline] workers = 2
+    processor threads   LUCID_PROCESSOR_THREADS     [processor] threads = 2
+
+Validation collects every error and reports them all at once
+(:class:`~lucid_sessions.errors.InvalidConfigError` whose message lists each).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lucid_sessions.errors import InvalidConfigError
+from lucid_sessions.storage.datadir import default_data_dir
+
+__all__ = ["COMPONENTS", "DEFAULT_PORTS", "ClusterConfig", "load_config"]
+
+COMPONENTS = ("pipeline", "recorder", "processor", "storage", "api")
+DEFAULT_PORTS = {
+    "pipeline": 8083,
+    "recorder": 8084,
+    "processor": 8085,
+    "storage": 8086,
+    "api": 8087,
+}
+INTERNAL = ("pipeline", "recorder", "processor", "storage")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    data_dir: Path = field(default_factory=default_data_dir)
+    targets: tuple[str, ...] = ("all",)
+    api_host: str = "127.0.0.1"
+    grpc_host: str = "127.0.0.1"
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    addresses: dict[str, str] = field(default_factory=dict)
+    master_key_file: Path | None = None
+    queue_size: int = 8
+    pipeline_workers: int = 2
+    processor_threads: int = 2
+
+    @property
+    def local(self) -> frozenset[str]:
+        """Components this process runs."""
+        if "all" in self.targets:
+            return frozenset(COMPONENTS)
+        return frozenset(self.targets)
+
+    @property
+    def all_in_one(self) -> bool:
+        return self.local == frozenset(COMPONENTS)
+
+    def address(self, component: str) -> str:
+        """Where a component runs when it is not local."""
+        return self.addresses.get(component) or f"127.0.0.1:{self.ports[component]}"
+
+
+def _int(value: object, name: str, errors: list[str], low: int, high: int) -> int:
+    try:
+        number = int(str(value))
+    except ValueError:
+        errors.append(f"{name} must be an integer, not {value!r}")
+        return low
+    if not low <= number <= high:
+        errors.append(f"{name} must be between {low} and {high}, not {number}")
+    return number
+
+
+def load_config(
+    *, file: Path | None = None, env: dict[str, str] | None = None, **overrides: Any
+) -> ClusterConfig:
+    """Defaults <- TOML file <- environment <- explicit overrides (command line)."""
+    env = dict(os.environ if env is None else env)
+    errors: list[str] = []
+    raw: dict[str, Any] = {}
+    if file is not None:
+        try:
+            raw = tomllib.loads(file.read_text())
+        except OSError as exc:
+            raise InvalidConfigError(f"cannot read config file {file}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidConfigError(f"config file {file} is not valid TOML: {exc}") from exc
+    config = ClusterConfig()
+    values: dict[str, Any] = {}
+    ports = dict(config.ports)
+    addresses: dict[str, str] = {}
+
+    def setting(toml: Any, var: str) -> Any:
+        return env[var] if env.get(var) else toml
+
+    def section(name: str) -> dict[str, Any]:
+        value = raw.get(name)
+        return value if isinstance(value, dict) else {}
+
+    data_dir = setting(raw.get("data_dir"), "LUCID_DATA_DIR")
+    if data_dir:
+        values["data_dir"] = Path(str(data_dir))
+    targets = setting(raw.get("targets"), "LUCID_TARGETS")
+    if targets:
+        values["targets"] = tuple(
+            t.strip() for t in (targets.split(",") if isinstance(targets, str) else targets)
+        )
+    host = setting(section("api").get("host"), "LUCID_API_HOST")
+    if host:
+        values["api_host"] = str(host)
+    grpc_host = setting(section("grpc").get("host"), "LUCID_GRPC_HOST")
+    if grpc_host:
+        values["grpc_host"] = str(grpc_host)
+    for component in COMPONENTS:
+        port = setting(section(component).get("port"), f"LUCID_{component.upper()}_PORT")
+        if port is not None:
+            ports[component] = _int(port, f"{component} port", errors, 0, 65535)
+        address = setting(section(component).get("address"), f"LUCID_{component.upper()}_ADDRESS")
+        if address:
+            if ":" not in str(address):
+                errors.append(f"{component} address must be host:port, not {address!r}")
+            addresses[component] = str(address)
+    key_file = setting(raw.get("master_key_file"), "LUCID_MASTER_KEY_FILE")
+    if key_file:
+        values["master_key_file"] = Path(str(key_file))
+    for name, var, toml, low, high in (
+        ("queue_size", "LUCID_QUEUE_SIZE", section("pipeline").get("queue_size"), 1, 1024),
+        ("pipeline_workers", "LUCID_PIPELINE_WORKERS", section("pipeline").get("workers"), 1, 64),
+        (
+            "processor_threads",
+            "LUCID_PROCESSOR_THREADS",
+            section("processor").get("threads"),
+            1,
+            64,
+        ),
+    ):
+        value = setting(toml, var)
+        if value is not None:
+            values[name] = _int(value, name.replace("_", " "), errors, low, high)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key == "targets":
+            values["targets"] = tuple(t.strip() for t in value.split(","))
+        elif key in ("api_port",):
+            ports["api"] = _int(value, "api port", errors, 0, 65535)
+        else:
+            values[key] = value
+    config = replace(config, **values, ports=ports, addresses=addresses)
+    for target in config.targets:
+        if target not in (*COMPONENTS, "all"):
+            errors.append(f"unknown target {target!r}: choose from all, {', '.join(COMPONENTS)}")
+    if errors:
+        raise InvalidConfigError(
+            "invalid configuration: " + "; ".join(errors), details={"errors": errors}
+        )
+    return config
