@@ -95,7 +95,9 @@ class Processor(Protocol):
         wrapped_key: bytes,
         level: int,
         hash_algorithm: str,
-    ) -> ProcessedChunk: ...
+    ) -> ProcessedChunk:
+        """The sealed chunk; its ``raw`` is the caller's own ``raw`` object."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +190,9 @@ class Pipeline(Protocol):
         per (session, sequence)."""
         ...
 
-    async def recording_ended(self, end: RecordingEnd) -> None: ...
+    async def recording_ended(self, end: RecordingEnd) -> None:
+        """The recorder's report that a recording ended; idempotent per session."""
+        ...
 
     async def pipeline_status(self) -> Mapping[str, Any]: ...
 

@@ -140,6 +140,7 @@ class PipelineManager:
         self._running = asyncio.Event()
         self._running.set()
         self._finalising: set[asyncio.Task[None]] = set()
+        self._ended: set[str] = set()
         self._on_chunk = on_chunk
         self.counters = {"processed": 0, "failed": 0, "retried": 0, "duplicate": 0}
 
@@ -365,6 +366,9 @@ class PipelineManager:
         await self._queue.put((session_id, raw))
 
     async def recording_ended(self, end: RecordingEnd) -> None:
+        if end.session_id in self._ended:
+            return
+        self._ended.add(end.session_id)
         session = await self.storage.get_session(end.session_id)
         if session.status in ("recording", "paused", "starting"):
             await self._transition(end.session_id, "stopped", {"stats": dict(end.stats)})
@@ -475,6 +479,7 @@ class PipelineManager:
                 )
         finally:
             self._live.pop(end.session_id, None)
+            self._ended.discard(end.session_id)
 
     async def _close(self, session_id: str, status: str, reason: str | None) -> None:
         session = await self.storage.get_session(session_id)

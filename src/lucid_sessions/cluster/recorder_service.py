@@ -22,7 +22,13 @@ from lucid_sessions.capture import (
     RdpSource,
     X11Source,
 )
-from lucid_sessions.cluster.interfaces import CaptureSpec, Pipeline, RecorderStatus, RecordingEnd
+from lucid_sessions.cluster.interfaces import (
+    CaptureSpec,
+    Pipeline,
+    RecorderStatus,
+    RecordingEnd,
+    Unavailable,
+)
 from lucid_sessions.errors import (
     AlreadyExistsError,
     InvalidConfigError,
@@ -30,12 +36,15 @@ from lucid_sessions.errors import (
     NotRecordingError,
 )
 from lucid_sessions.recorder.sampler import Sampler
-from lucid_sessions.recording.chunker import Chunker
+from lucid_sessions.recording.chunker import Chunker, RawChunk
 from lucid_sessions.recording.codec import Pixels
 
 __all__ = ["RecorderService", "open_source"]
 
 log = logging.getLogger(__name__)
+
+SUBMIT_RETRIES = 8
+"""Attempts to hand a chunk to an unreachable pipeline (backoff up to 5 s, ~25 s in all)."""
 
 
 def open_source(spec: CaptureSpec) -> CaptureSource:
@@ -75,9 +84,24 @@ class _ChunkSink:
     async def add_frame(self, timestamp_us: int, pixels: Pixels) -> None:
         closed = await asyncio.to_thread(self.chunker.add, timestamp_us, pixels)
         if closed is not None:
-            await self.pipeline.submit_chunk(self.session_id, closed)
-            self.chunks += 1
-            self.last_sequence = closed.sequence
+            await self._submit(closed)
+
+    async def _submit(self, raw: RawChunk) -> None:
+        """Hand a chunk on, retrying while the pipeline is unreachable (submit_chunk is
+        idempotent per sequence); the sampler counts the frames missed meanwhile."""
+        delay = 0.2
+        for attempt in range(SUBMIT_RETRIES + 1):
+            try:
+                await self.pipeline.submit_chunk(self.session_id, raw)
+                break
+            except Unavailable:
+                if attempt == SUBMIT_RETRIES:
+                    raise
+                log.warning("pipeline unreachable, retrying chunk %d", raw.sequence)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.chunks += 1
+        self.last_sequence = raw.sequence
 
     def note_dropped(self, count: int = 1) -> None:
         self.chunker.note_dropped(count)
@@ -85,9 +109,7 @@ class _ChunkSink:
     async def flush(self) -> None:
         last = self.chunker.flush()
         if last is not None:
-            await self.pipeline.submit_chunk(self.session_id, last)
-            self.chunks += 1
-            self.last_sequence = last.sequence
+            await self._submit(last)
 
 
 @dataclass(slots=True)

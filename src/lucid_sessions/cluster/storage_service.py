@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lucid_sessions.cluster.interfaces import StorageHealth
-from lucid_sessions.errors import NotFoundError
+from lucid_sessions.errors import LucidError
 from lucid_sessions.storage.datadir import DataDir
 from lucid_sessions.storage.metadata import (
     ChunkRecord,
@@ -126,6 +126,6 @@ class StorageService:
         try:
             usage = shutil.disk_usage(self.datadir.path)
             await self.metadata.list_sessions(limit=1)
-        except (OSError, NotFoundError) as exc:
+        except (OSError, LucidError) as exc:
             return StorageHealth(False, 0, 0, self.metadata_kind, str(exc))
         return StorageHealth(True, usage.free, usage.total, self.metadata_kind)

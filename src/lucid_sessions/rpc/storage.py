@@ -1,0 +1,325 @@
+"""The storage component over gRPC (``lucid.v1.Storage``, port 8086).
+
+:func:`add_storage_servicer` serves a local :class:`~lucid_sessions.cluster.interfaces.Storage`;
+:class:`StorageClient` implements the same Protocol against a remote one. Chunk bytes
+cross as a stream of pieces of at most :data:`PIECE_BYTES` both ways, so no message is
+as large as the chunk (gRPC moves one 64 MiB message several times slower than 64 pieces
+of 1 MiB); :meth:`StorageClient.stream_chunk` hands the pieces of a read on as they
+arrive (for streamed downloads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+import grpc.aio
+from google.protobuf.empty_pb2 import Empty
+
+from lucid_sessions.cluster.interfaces import Storage, StorageHealth
+from lucid_sessions.errors import InvalidConfigError
+from lucid_sessions.rpc import messages as m
+from lucid_sessions.rpc.channel import ComponentClient
+from lucid_sessions.rpc.protos import records_pb2, storage_pb2, storage_pb2_grpc
+from lucid_sessions.rpc.servicer import Context, server_stream, unary
+from lucid_sessions.storage.metadata import (
+    ChunkRecord,
+    ManifestRecord,
+    SessionPage,
+    SessionRecord,
+    WrappedKeyRecord,
+)
+
+__all__ = ["PIECE_BYTES", "SERVICE", "StorageClient", "add_storage_servicer"]
+
+SERVICE = "lucid.v1.Storage"
+PIECE_BYTES = 1024 * 1024
+"""Size of the pieces ReadChunk streams (the last one may be shorter)."""
+
+_EMPTY = Empty()
+
+
+class _StorageServicer(storage_pb2_grpc.StorageServicer):
+    service = SERVICE
+
+    def __init__(self, local: Storage) -> None:
+        self._local = local
+
+    @unary
+    async def CreateSession(
+        self, request: storage_pb2.CreateSessionRequest, context: Context
+    ) -> Empty:
+        await self._local.create_session(m.from_session(request.record))
+        return _EMPTY
+
+    @unary
+    async def GetSession(
+        self, request: storage_pb2.GetSessionRequest, context: Context
+    ) -> records_pb2.SessionRecord:
+        return m.to_session(await self._local.get_session(request.session_id))
+
+    @unary
+    async def ListSessions(
+        self, request: storage_pb2.ListSessionsRequest, context: Context
+    ) -> storage_pb2.SessionPage:
+        page = await self._local.list_sessions(
+            status=m.optional(request, "status"),
+            project=m.optional(request, "project"),
+            environment=m.optional(request, "environment"),
+            limit=request.limit,
+            offset=request.offset,
+        )
+        return m.to_session_page(page)
+
+    @unary
+    async def UpdateSession(
+        self, request: storage_pb2.UpdateSessionRequest, context: Context
+    ) -> records_pb2.SessionRecord:
+        if_status = list(request.if_status.statuses) if request.HasField("if_status") else None
+        record = await self._local.update_session(
+            request.session_id, m.load_json(request.changes_json), if_status=if_status
+        )
+        return m.to_session(record)
+
+    @unary
+    async def DeleteSession(
+        self, request: storage_pb2.DeleteSessionRequest, context: Context
+    ) -> Empty:
+        await self._local.delete_session(request.session_id)
+        return _EMPTY
+
+    @unary
+    async def PutChunk(self, request: storage_pb2.PutChunkRequest, context: Context) -> Empty:
+        await self._local.put_chunk(m.from_chunk_record(request.record))
+        return _EMPTY
+
+    @unary
+    async def GetChunk(
+        self, request: storage_pb2.GetChunkRequest, context: Context
+    ) -> records_pb2.ChunkRecord:
+        return m.to_chunk_record(await self._local.get_chunk(request.session_id, request.sequence))
+
+    @unary
+    async def ListChunks(
+        self, request: storage_pb2.ListChunksRequest, context: Context
+    ) -> storage_pb2.ChunkRecordList:
+        records = await self._local.list_chunks(
+            request.session_id,
+            start_us=m.optional(request, "start_us"),
+            end_us=m.optional(request, "end_us"),
+            limit=m.optional(request, "limit"),
+            offset=request.offset,
+        )
+        return storage_pb2.ChunkRecordList(items=[m.to_chunk_record(r) for r in records])
+
+    @unary
+    async def PutWrappedKey(
+        self, request: storage_pb2.PutWrappedKeyRequest, context: Context
+    ) -> Empty:
+        await self._local.put_wrapped_key(m.from_wrapped_key(request.record))
+        return _EMPTY
+
+    @unary
+    async def GetWrappedKey(
+        self, request: storage_pb2.GetWrappedKeyRequest, context: Context
+    ) -> storage_pb2.WrappedKeyRecord:
+        return m.to_wrapped_key(await self._local.get_wrapped_key(request.key_id))
+
+    @unary
+    async def ListWrappedKeys(
+        self, request: storage_pb2.ListWrappedKeysRequest, context: Context
+    ) -> storage_pb2.WrappedKeyRecordList:
+        records = await self._local.list_wrapped_keys()
+        return storage_pb2.WrappedKeyRecordList(items=[m.to_wrapped_key(r) for r in records])
+
+    @unary
+    async def ReplaceWrappedKeys(
+        self, request: storage_pb2.ReplaceWrappedKeysRequest, context: Context
+    ) -> Empty:
+        await self._local.replace_wrapped_keys([m.from_wrapped_key(r) for r in request.records])
+        return _EMPTY
+
+    @unary
+    async def PutManifest(self, request: storage_pb2.PutManifestRequest, context: Context) -> Empty:
+        await self._local.put_manifest(m.from_manifest(request.record))
+        return _EMPTY
+
+    @unary
+    async def GetManifest(
+        self, request: storage_pb2.GetManifestRequest, context: Context
+    ) -> storage_pb2.ManifestRecord:
+        return m.to_manifest(await self._local.get_manifest(request.session_id))
+
+    @unary
+    async def StoreChunk(
+        self,
+        requests: AsyncIterator[storage_pb2.StoreChunkRequest],
+        context: Context,
+    ) -> Empty:
+        record: ChunkRecord | None = None
+        pieces: list[bytes] = []
+        async for piece in requests:
+            if record is None:
+                if not piece.HasField("record"):
+                    raise InvalidConfigError("StoreChunk: the first piece must carry the record")
+                record = m.from_chunk_record(piece.record)
+            pieces.append(piece.data)
+        if record is None:
+            raise InvalidConfigError("StoreChunk: no record was sent")
+        await self._local.store_chunk(record, b"".join(pieces))
+        return _EMPTY
+
+    @server_stream
+    async def ReadChunk(
+        self, request: storage_pb2.ReadChunkRequest, context: Context
+    ) -> AsyncIterator[storage_pb2.ChunkPiece]:
+        data = await self._local.read_chunk(request.session_id, request.sequence)
+        view = memoryview(data)
+        for start in range(0, max(len(view), 1), PIECE_BYTES):
+            yield storage_pb2.ChunkPiece(data=bytes(view[start : start + PIECE_BYTES]))
+
+    @unary
+    async def ChunkSequences(
+        self, request: storage_pb2.ChunkSequencesRequest, context: Context
+    ) -> storage_pb2.ChunkSequenceList:
+        sequences = await self._local.chunk_sequences(request.session_id)
+        return storage_pb2.ChunkSequenceList(sequences=sequences)
+
+    @unary
+    async def Health(
+        self, request: storage_pb2.HealthRequest, context: Context
+    ) -> storage_pb2.StorageHealth:
+        return m.to_storage_health(await self._local.health())
+
+
+def add_storage_servicer(server: grpc.aio.Server, local: Storage) -> str:
+    """Serve ``local`` as ``lucid.v1.Storage`` on ``server``; returns the service name."""
+    storage_pb2_grpc.add_StorageServicer_to_server(_StorageServicer(local), server)
+    return SERVICE
+
+
+class StorageClient(ComponentClient):
+    """A remote storage component, as a :class:`~lucid_sessions.cluster.interfaces.Storage`.
+
+    ``close()`` closes the channel (if this client opened it), never the remote store.
+    """
+
+    service = SERVICE
+    stub_class = storage_pb2_grpc.StorageStub
+
+    async def create_session(self, record: SessionRecord) -> None:
+        request = storage_pb2.CreateSessionRequest(record=m.to_session(record))
+        await self._call("CreateSession", request)
+
+    async def get_session(self, session_id: str) -> SessionRecord:
+        request = storage_pb2.GetSessionRequest(session_id=session_id)
+        return m.from_session(await self._call("GetSession", request))
+
+    async def list_sessions(
+        self,
+        *,
+        status: str | None = None,
+        project: str | None = None,
+        environment: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> SessionPage:
+        request = storage_pb2.ListSessionsRequest(
+            status=status, project=project, environment=environment, limit=limit, offset=offset
+        )
+        return m.from_session_page(await self._call("ListSessions", request))
+
+    async def update_session(
+        self,
+        session_id: str,
+        changes: Mapping[str, Any],
+        *,
+        if_status: Sequence[str] | None = None,
+    ) -> SessionRecord:
+        request = storage_pb2.UpdateSessionRequest(
+            session_id=session_id, changes_json=m.dump_json(changes)
+        )
+        if if_status is not None:
+            request.if_status.statuses.extend(if_status)
+            request.if_status.SetInParent()  # present even when empty: "no status allows it"
+        return m.from_session(await self._call("UpdateSession", request))
+
+    async def delete_session(self, session_id: str) -> None:
+        await self._call("DeleteSession", storage_pb2.DeleteSessionRequest(session_id=session_id))
+
+    async def put_chunk(self, record: ChunkRecord) -> None:
+        request = storage_pb2.PutChunkRequest(record=m.to_chunk_record(record))
+        await self._call("PutChunk", request)
+
+    async def get_chunk(self, session_id: str, sequence: int) -> ChunkRecord:
+        request = storage_pb2.GetChunkRequest(session_id=session_id, sequence=sequence)
+        return m.from_chunk_record(await self._call("GetChunk", request))
+
+    async def list_chunks(
+        self,
+        session_id: str,
+        *,
+        start_us: int | None = None,
+        end_us: int | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ChunkRecord]:
+        request = storage_pb2.ListChunksRequest(
+            session_id=session_id, start_us=start_us, end_us=end_us, limit=limit, offset=offset
+        )
+        reply = await self._call("ListChunks", request)
+        return [m.from_chunk_record(item) for item in reply.items]
+
+    async def put_wrapped_key(self, record: WrappedKeyRecord) -> None:
+        request = storage_pb2.PutWrappedKeyRequest(record=m.to_wrapped_key(record))
+        await self._call("PutWrappedKey", request)
+
+    async def get_wrapped_key(self, key_id: str) -> WrappedKeyRecord:
+        request = storage_pb2.GetWrappedKeyRequest(key_id=key_id)
+        return m.from_wrapped_key(await self._call("GetWrappedKey", request))
+
+    async def list_wrapped_keys(self) -> list[WrappedKeyRecord]:
+        reply = await self._call("ListWrappedKeys", storage_pb2.ListWrappedKeysRequest())
+        return [m.from_wrapped_key(item) for item in reply.items]
+
+    async def replace_wrapped_keys(self, records: Sequence[WrappedKeyRecord]) -> None:
+        request = storage_pb2.ReplaceWrappedKeysRequest(
+            records=[m.to_wrapped_key(r) for r in records]
+        )
+        await self._call("ReplaceWrappedKeys", request)
+
+    async def put_manifest(self, record: ManifestRecord) -> None:
+        request = storage_pb2.PutManifestRequest(record=m.to_manifest(record))
+        await self._call("PutManifest", request)
+
+    async def get_manifest(self, session_id: str) -> ManifestRecord:
+        request = storage_pb2.GetManifestRequest(session_id=session_id)
+        return m.from_manifest(await self._call("GetManifest", request))
+
+    async def store_chunk(self, record: ChunkRecord, data: bytes) -> None:
+        def pieces() -> Iterator[storage_pb2.StoreChunkRequest]:
+            view = memoryview(data)
+            yield storage_pb2.StoreChunkRequest(
+                record=m.to_chunk_record(record), data=bytes(view[:PIECE_BYTES])
+            )
+            for start in range(PIECE_BYTES, len(view), PIECE_BYTES):
+                yield storage_pb2.StoreChunkRequest(data=bytes(view[start : start + PIECE_BYTES]))
+
+        await self._call("StoreChunk", pieces(), long=True)
+
+    async def read_chunk(self, session_id: str, sequence: int) -> bytes:
+        return b"".join([piece async for piece in self.stream_chunk(session_id, sequence)])
+
+    async def stream_chunk(self, session_id: str, sequence: int) -> AsyncIterator[bytes]:
+        """The stored bytes of a chunk in pieces of at most :data:`PIECE_BYTES`, as they
+        arrive. Errors (ChunkNotFoundError...) are raised before the first piece."""
+        request = storage_pb2.ReadChunkRequest(session_id=session_id, sequence=sequence)
+        async for piece in self._stream("ReadChunk", request, long=True):
+            yield piece.data
+
+    async def chunk_sequences(self, session_id: str) -> list[int]:
+        request = storage_pb2.ChunkSequencesRequest(session_id=session_id)
+        return list((await self._call("ChunkSequences", request)).sequences)
+
+    async def health(self) -> StorageHealth:
+        return m.from_storage_health(await self._call("Health", storage_pb2.HealthRequest()))
