@@ -24,10 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from lucid_sessions.anchoring import LocalAnchorLog
+from lucid_sessions.api.context import ServiceHealth
 from lucid_sessions.cluster.config import INTERNAL, ClusterConfig
 from lucid_sessions.cluster.interfaces import Pipeline, Processor, Recorder, Storage
 from lucid_sessions.cluster.lifecycle import Module, ModuleSet, Service
@@ -36,6 +38,7 @@ from lucid_sessions.cluster.processor_service import ProcessorService
 from lucid_sessions.cluster.recorder_service import RecorderService
 from lucid_sessions.cluster.storage_service import StorageService
 from lucid_sessions.crypto import ClusterKey, MasterKey
+from lucid_sessions.observability import Metrics
 from lucid_sessions.storage.datadir import DataDir
 
 __all__ = ["Cluster", "Keys"]
@@ -61,6 +64,7 @@ class Cluster:
         self.api_server: Any = None
         self.api_port: int | None = None
         self.grpc_ports: dict[str, int] = {}
+        self.metrics = Metrics()
 
     # the graph
 
@@ -148,6 +152,7 @@ class Cluster:
             anchor=LocalAnchorLog(keys.datadir.path / "anchors.jsonl", keys.signer),
             queue_size=self.config.queue_size,
             workers=self.config.pipeline_workers,
+            on_chunk=self.metrics.chunk_processed,
         )
         if "recorder" not in self.config.local:
             pipeline.attach_recorder(self.dependency("recorder"))
@@ -171,7 +176,13 @@ class Cluster:
         pipeline: Pipeline = self.dependency("pipeline")
         storage: Storage = self.dependency("storage")
         recorder: Recorder = self.dependency("recorder")
-        app = create_app(pipeline=pipeline, storage=storage, recorder=recorder, health=self.health)
+        app = create_app(
+            pipeline=pipeline,
+            storage=storage,
+            recorder=recorder,
+            health_checks={name: self._health_check(name) for name in _ORDER},
+            metrics=self.metrics,
+        )
         server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -200,15 +211,20 @@ class Cluster:
 
     # running
 
-    async def health(self) -> dict[str, Any]:
-        """Each module's state, plus the storage check when storage is reachable."""
-        report: dict[str, Any] = {"services": self.modules.states()}
-        try:
-            storage: Storage = self.dependency("storage")
-            report["storage"] = await storage.health()
-        except Exception as exc:  # health must answer whatever is down
-            report["storage_error"] = getattr(exc, "message", None) or str(exc)
-        return report
+    def _health_check(self, name: str) -> Callable[[], Awaitable[ServiceHealth]]:
+        """A local module's lifecycle state, or a remote one's gRPC health status."""
+
+        async def check() -> ServiceHealth:
+            if name in self.config.local:
+                service = self.modules.services.get(name)
+                if service is None:
+                    return ServiceHealth("starting")
+                return ServiceHealth(service.state.value, service.error or "")
+            serving = await self.dependency(name).serving()
+            where = self.config.address(name)
+            return ServiceHealth("running" if serving else "failed", f"gRPC {where}")
+
+        return check
 
     async def start(self) -> None:
         await self.modules.start(sorted(self.config.local, key=_ORDER.index))

@@ -126,6 +126,19 @@ class ComponentClient:
         finally:
             call.cancel()  # a no-op once finished; ends the call if the caller stopped early
 
+    async def serving(self, timeout: float = 2.0) -> bool:
+        """Whether the peer's standard health service reports this service SERVING."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=self.service), timeout=timeout
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
     async def close(self) -> None:
         """Close the channel if this client opened it; a given channel stays open."""
         if self._owns_channel:
