@@ -1,9 +1,10 @@
 """Writing a session: frames in, stored chunks and a signed manifest out.
 
-:class:`SessionWriter` cuts frames into chunks on the caller's task, processes chunks on
-a small thread pool (at most ``2 * workers`` in flight, so memory stays bounded), and
-stores each chunk file before its metadata record, in sequence order. A chunk whose
-record exists is therefore always complete on disk.
+:class:`SessionWriter` cuts frames into chunks (in a worker thread), processes chunks on
+a small thread pool (at most ``2 * workers`` in flight, so memory stays bounded) and
+stores each one as soon as it is processed: the chunk file first, then its metadata
+record, so a chunk whose record exists is always complete on disk. The manifest covers
+the unbroken run of stored chunks from sequence 0.
 
 Finishing a writer finalises the session (:mod:`.finalize`).
 """
@@ -14,9 +15,8 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lucid_sessions.archive.finalize import finalize_session
@@ -69,8 +69,9 @@ class SessionWriter:
         self.level = level
         self._adaptive = AdaptiveLevel(level) if adaptive else None
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lucid-chunk")
-        self._inflight: deque[tuple[Future[ProcessedChunk], float]] = deque()
-        self._max_inflight = 2 * workers
+        self._slots = asyncio.Semaphore(2 * workers)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
         self.chunks_stored = 0
         self.frames = 0
         self.raw_bytes = 0
@@ -145,47 +146,61 @@ class SessionWriter:
         self.dropped += count
 
     async def _submit(self, raw: RawChunk) -> None:
-        future = self._pool.submit(
-            self._processor.process,
-            raw,
-            session_id=self.session_id,
-            data_key=self._key,
-            level=self.level,
-        )
-        self._inflight.append((future, time.monotonic()))
-        backlog_full = len(self._inflight) >= self._max_inflight
-        while len(self._inflight) >= self._max_inflight:
-            await self._store_oldest(backlog_full=backlog_full)
+        """Start processing a closed chunk; waits only while ``2 * workers`` chunks are
+        already in flight (backpressure). Each chunk is stored as soon as it is processed."""
+        self._raise_failure()
+        waited = self._slots.locked()
+        await self._slots.acquire()
+        task = asyncio.create_task(self._process_and_store(raw, time.monotonic(), waited))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    async def _store_oldest(self, *, backlog_full: bool = False) -> None:
-        future, submitted = self._inflight.popleft()
-        processed = await asyncio.wrap_future(future)
-        await store_processed(self.datadir, processed)
-        if self._adaptive is not None:
-            raw = processed.raw
-            self.level = self._adaptive.observe(
-                time.monotonic() - submitted,
-                (raw.end_us - raw.start_us) / 1e6,
-                backlog_full=backlog_full,
+    async def _process_and_store(self, raw: RawChunk, submitted: float, waited: bool) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+            level = self.level
+            processed = await loop.run_in_executor(
+                self._pool,
+                lambda: self._processor.process(
+                    raw, session_id=self.session_id, data_key=self._key, level=level
+                ),
             )
-        self.chunks_stored += 1
-        self.raw_bytes += processed.raw.raw_bytes
-        self.stored_bytes += len(processed.stored)
+            await store_processed(self.datadir, processed)
+            if self._adaptive is not None:
+                self.level = self._adaptive.observe(
+                    time.monotonic() - submitted,
+                    (raw.end_us - raw.start_us) / 1e6,
+                    backlog_full=waited,
+                )
+            self.chunks_stored += 1
+            self.raw_bytes += raw.raw_bytes
+            self.stored_bytes += len(processed.stored)
+        except BaseException as exc:
+            self._failure = self._failure or exc
+            raise
+        finally:
+            self._slots.release()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
     async def flush(self) -> None:
-        """Close the open chunk and wait until every chunk is stored."""
-        last = self._chunker.flush()
+        """Close the open chunk and wait until every chunk is stored; re-raises the first
+        processing or storage failure."""
+        last = await asyncio.to_thread(self._chunker.flush)
         if last is not None:
             await self._submit(last)
-        while self._inflight:
-            await self._store_oldest()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._raise_failure()
 
     async def finish(self, *, status: str = "completed", reason: str | None = None) -> Manifest:
         """Flush, then finalise the session; returns its manifest."""
         try:
             await self.flush()
         finally:
-            self._pool.shutdown(wait=True)
+            await asyncio.to_thread(self._pool.shutdown, wait=True)
         return await finalize_session(
             self.datadir.store,
             self.datadir.cluster_key(),
@@ -196,9 +211,10 @@ class SessionWriter:
 
     async def discard(self) -> None:
         """Stop and remove everything this session wrote: chunk files and metadata."""
-        for future, _ in self._inflight:
-            future.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
         await asyncio.to_thread(self.datadir.chunks.delete_session, self.session_id)
         with contextlib.suppress(NotFoundError):
             await self.datadir.store.delete_session(self.session_id)
