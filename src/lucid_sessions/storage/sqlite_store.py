@@ -1,20 +1,23 @@
 """The embedded metadata store: one SQLite file in WAL mode.
 
-Calls are short and run on the caller's thread under a lock; a whole method is one
-transaction. Indexed columns carry what lists filter and sort on; the rest of a record
-is kept as JSON.
+Calls run on the store's own thread, one at a time, so SQLite never blocks an event
+loop; a whole method is one transaction. Indexed columns carry what lists filter and
+sort on; the rest of a record is kept as JSON.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from lucid_sessions.errors import (
     AlreadyExistsError,
@@ -102,12 +105,35 @@ def _chunk_from_json(text: str) -> ChunkRecord:
         raise FormatError(f"metadata database holds a malformed chunk record: {exc}") from exc
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _offloaded(
+    method: Callable[Concatenate[SQLiteStore, P], R],
+) -> Callable[Concatenate[SQLiteStore, P], Awaitable[R]]:
+    """Run a store method on the store's own thread, so SQLite's waits (locks, fsync)
+    never block the caller's event loop."""
+
+    @functools.wraps(method)
+    async def run(self: SQLiteStore, *args: P.args, **kwargs: P.kwargs) -> R:
+        call = functools.partial(method, self, *args, **kwargs)
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, call)
+        except RuntimeError:
+            raise StorageError(f"metadata database {self.path} is closed") from None
+        return await future
+
+    return run
+
+
 class SQLiteStore:
     """:class:`~lucid_sessions.storage.metadata.MetadataStore` on one SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lucid-sqlite")
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -154,7 +180,8 @@ class SQLiteStore:
 
     # sessions
 
-    async def create_session(self, record: SessionRecord) -> None:
+    @_offloaded
+    def create_session(self, record: SessionRecord) -> None:
         with self._tx() as db:
             exists = db.execute(
                 "SELECT 1 FROM sessions WHERE session_id=?", (record.session_id,)
@@ -173,13 +200,15 @@ class SQLiteStore:
                 ),
             )
 
-    async def get_session(self, session_id: str) -> SessionRecord:
+    @_offloaded
+    def get_session(self, session_id: str) -> SessionRecord:
         rows = self._read("SELECT record FROM sessions WHERE session_id=?", (session_id,))
         if not rows:
             raise NotFoundError(f"session {session_id} does not exist")
         return _session_from_json(rows[0][0])
 
-    async def list_sessions(
+    @_offloaded
+    def list_sessions(
         self,
         *,
         status: str | None = None,
@@ -206,7 +235,8 @@ class SQLiteStore:
         items = tuple(_session_from_json(r[0]) for r in rows)
         return SessionPage(items=items, total=int(total), limit=limit, offset=offset)
 
-    async def update_session(
+    @_offloaded
+    def update_session(
         self,
         session_id: str,
         changes: Mapping[str, Any],
@@ -246,7 +276,8 @@ class SQLiteStore:
             )
         return updated
 
-    async def delete_session(self, session_id: str) -> None:
+    @_offloaded
+    def delete_session(self, session_id: str) -> None:
         with self._tx() as db:
             cursor = db.execute("DELETE FROM sessions WHERE session_id=?", (session_id,))
             if cursor.rowcount == 0:
@@ -256,7 +287,8 @@ class SQLiteStore:
 
     # chunks
 
-    async def put_chunk(self, record: ChunkRecord) -> None:
+    @_offloaded
+    def put_chunk(self, record: ChunkRecord) -> None:
         with self._tx() as db:
             if not db.execute(
                 "SELECT 1 FROM sessions WHERE session_id=?", (record.session_id,)
@@ -285,7 +317,8 @@ class SQLiteStore:
                 ),
             )
 
-    async def get_chunk(self, session_id: str, sequence: int) -> ChunkRecord:
+    @_offloaded
+    def get_chunk(self, session_id: str, sequence: int) -> ChunkRecord:
         rows = self._read(
             "SELECT record FROM chunks WHERE session_id=? AND sequence=?", (session_id, sequence)
         )
@@ -293,7 +326,8 @@ class SQLiteStore:
             raise ChunkNotFoundError(f"chunk {sequence} of session {session_id} does not exist")
         return _chunk_from_json(rows[0][0])
 
-    async def list_chunks(
+    @_offloaded
+    def list_chunks(
         self,
         session_id: str,
         *,
@@ -316,7 +350,8 @@ class SQLiteStore:
 
     # keys
 
-    async def put_wrapped_key(self, record: WrappedKeyRecord) -> None:
+    @_offloaded
+    def put_wrapped_key(self, record: WrappedKeyRecord) -> None:
         with self._tx() as db:
             row = db.execute(
                 "SELECT wrapped FROM wrapped_keys WHERE key_id=?", (record.key_id,)
@@ -336,7 +371,8 @@ class SQLiteStore:
                 ),
             )
 
-    async def get_wrapped_key(self, key_id: str) -> WrappedKeyRecord:
+    @_offloaded
+    def get_wrapped_key(self, key_id: str) -> WrappedKeyRecord:
         rows = self._read(
             "SELECT key_id, session_id, master_key_id, wrapped, created_at FROM wrapped_keys "
             "WHERE key_id=?",
@@ -347,14 +383,16 @@ class SQLiteStore:
         r = rows[0]
         return WrappedKeyRecord(r[0], r[1], r[2], bytes(r[3]), r[4])
 
-    async def list_wrapped_keys(self) -> list[WrappedKeyRecord]:
+    @_offloaded
+    def list_wrapped_keys(self) -> list[WrappedKeyRecord]:
         rows = self._read(
             "SELECT key_id, session_id, master_key_id, wrapped, created_at FROM wrapped_keys "
             "ORDER BY created_at, key_id"
         )
         return [WrappedKeyRecord(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
 
-    async def replace_wrapped_keys(self, records: Sequence[WrappedKeyRecord]) -> None:
+    @_offloaded
+    def replace_wrapped_keys(self, records: Sequence[WrappedKeyRecord]) -> None:
         with self._tx() as db:
             for record in records:
                 cursor = db.execute(
@@ -366,7 +404,8 @@ class SQLiteStore:
 
     # manifests
 
-    async def put_manifest(self, record: ManifestRecord) -> None:
+    @_offloaded
+    def put_manifest(self, record: ManifestRecord) -> None:
         with self._tx() as db:
             if not db.execute(
                 "SELECT 1 FROM sessions WHERE session_id=?", (record.session_id,)
@@ -391,7 +430,8 @@ class SQLiteStore:
                 ),
             )
 
-    async def get_manifest(self, session_id: str) -> ManifestRecord:
+    @_offloaded
+    def get_manifest(self, session_id: str) -> ManifestRecord:
         rows = self._read(
             "SELECT session_id, manifest, signature, public_key, created_at FROM manifests "
             "WHERE session_id=?",
@@ -403,5 +443,9 @@ class SQLiteStore:
         return ManifestRecord(r[0], bytes(r[1]), bytes(r[2]), bytes(r[3]), r[4])
 
     async def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        def shut() -> None:
+            with self._lock:
+                self._db.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
+        self._executor.shutdown(wait=False)
