@@ -180,6 +180,18 @@ def test_the_console_script_is_installed_and_documents_every_command():
     result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    for command in ["import", "ls", "show", "export", "verify", "frame", "keys", "demo", "record"]:
+    commands = [
+        "import",
+        "ls",
+        "show",
+        "export",
+        "verify",
+        "frame",
+        "keys",
+        "demo",
+        "record",
+        "serve",
+    ]
+    for command in commands:
         assert f"  {command} " in result.stdout or f"  {command}\n" in result.stdout
         assert f"lucid-sessions {command}" in readme, f"README does not document {command}"
