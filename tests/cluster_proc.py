@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -52,8 +53,7 @@ class ServeProcess:
         self.log = data_dir.parent / f"serve-{targets or 'all'}.log"
 
     def start(self) -> ServeProcess:
-        args = [sys.executable, "-m", "lucid_sessions", "serve", "--data-dir",
-                str(self.data_dir)]
+        args = [sys.executable, "-m", "lucid_sessions", "serve", "--data-dir", str(self.data_dir)]
         if self.targets:
             args += ["--target", self.targets]
         self.proc = subprocess.Popen(
@@ -72,10 +72,8 @@ class ServeProcess:
         self.proc.kill()
         self.proc.wait(10)
         for pid in family:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -88,10 +86,8 @@ class ServeProcess:
             self.proc.kill()
             self.proc.wait(5)
         for pid in family:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
