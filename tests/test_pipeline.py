@@ -156,3 +156,19 @@ def test_sessions_left_open_by_a_dead_process_are_finalised_as_interrupted(tmp_p
     assert session.status == "interrupted"
     assert session.chunk_count >= stored
     assert report.ok, report.failures
+
+
+def test_a_finalised_session_can_no_longer_be_renamed(tmp_path):
+    async def scenario():
+        async with Local(tmp_path / "data") as c:
+            sid = (await c.pipeline.create_session(INGEST)).session_id
+            renamed = await c.pipeline.update_session(sid, {"name": "renamed"})
+            assert renamed.name == "renamed"
+            await c.pipeline.start_session(sid)
+            await c.push_for(sid, 0.6)
+            await c.pipeline.stop_session(sid)
+            await c.pipeline.wait_idle(sid)
+            with pytest.raises(PipelineError, match="manifest is final"):
+                await c.pipeline.update_session(sid, {"name": "after the fact"})
+
+    asyncio.run(scenario())

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lucid_sessions.anchoring import LocalAnchorLog
-from lucid_sessions.api.context import ServiceHealth
+from lucid_sessions.api.context import ApiSettings, ServiceHealth
 from lucid_sessions.cluster.config import INTERNAL, ClusterConfig
 from lucid_sessions.cluster.interfaces import Pipeline, Processor, Recorder, Storage
 from lucid_sessions.cluster.lifecycle import Module, ModuleSet, Service
@@ -182,6 +182,7 @@ class Cluster:
             recorder=recorder,
             health_checks={name: self._health_check(name) for name in _ORDER},
             metrics=self.metrics,
+            settings=ApiSettings(trusted_public_key=self.keys.signer.public_key_bytes()),
         )
         server = uvicorn.Server(
             uvicorn.Config(

@@ -338,9 +338,15 @@ class PipelineManager:
             raise InvalidConfigError(
                 f"cannot change {', '.join(sorted(unknown))}", details={"fields": sorted(unknown)}
             )
+        session = await self.storage.get_session(session_id)
+        if session.status in ("completed", "interrupted", "failed"):
+            raise PipelineError(
+                f"session {session_id} is {session.status}: its manifest is final, "
+                "so its name, labels and metadata no longer change",
+                details={"status": session.status},
+            )
         values = dict(changes)
         if "metadata" in values:
-            session = await self.storage.get_session(session_id)
             values = {k: v for k, v in values.items() if k != "metadata"}
             values["config"] = {**session.config, "metadata": changes["metadata"]}
         return await self.storage.update_session(session_id, values)

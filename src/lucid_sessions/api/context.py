@@ -1,0 +1,67 @@
+"""What every route reads: the component interfaces, settings, health checks, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from lucid_sessions.api.auth import Authorizer
+from lucid_sessions.cluster.interfaces import Pipeline, Recorder, Storage
+from lucid_sessions.observability import Metrics
+
+__all__ = [
+    "ApiContext",
+    "ApiSettings",
+    "HealthCheck",
+    "ServiceHealth",
+    "get_context",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceHealth:
+    """One service's lifecycle state as ``/api/v1/health`` shows it."""
+
+    state: str
+    """``starting``, ``running``, ``stopping`` or ``failed``; only ``running`` is healthy."""
+    detail: str = ""
+
+
+HealthCheck = Callable[[], "ServiceHealth | Awaitable[ServiceHealth]"]
+"""Reports one service's state; may be sync or async, must not raise on purpose."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiSettings:
+    """Settings of the REST layer. Every field has a working default."""
+
+    title: str = "Lucid Sessions"
+    max_frame_bytes: int = 128 * 1024 * 1024
+    """Largest body ``POST .../frames`` accepts (413 beyond); 8K raw RGB is ~100 MB."""
+    health_timeout_s: float = 2.0
+    """A health check slower than this counts as failed."""
+    export_buffer: int = 8
+    """Pieces of 256 KiB an export may have queued before it waits for the client."""
+    trusted_public_key: bytes | None = None
+    """Raw Ed25519 cluster key that ``/verify`` requires manifests to be signed with."""
+    stream_piece: int = 256 * 1024
+    """Bytes per piece of a streamed download."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiContext:
+    pipeline: Pipeline
+    storage: Storage
+    recorder: Recorder | None
+    health_checks: Mapping[str, HealthCheck]
+    metrics: Metrics
+    settings: ApiSettings
+    authorizer: Authorizer
+
+
+def get_context(request: Request) -> ApiContext:
+    """The app's :class:`ApiContext` (a FastAPI dependency)."""
+    context: ApiContext = request.app.state.lucid
+    return context

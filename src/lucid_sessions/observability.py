@@ -1,0 +1,182 @@
+"""Prometheus metrics shared by the cluster's components.
+
+One :class:`Metrics` object owns one :class:`~prometheus_client.CollectorRegistry`; the
+assembly module makes one and hands it to every component that records something and
+to the API, which serves it at ``/api/v1/metrics``. Nothing here is a process global, so
+tests (and several clusters in one process) never share counters.
+
+Who records what:
+
+``lucid_chunks_processed_total{outcome}`` and ``lucid_chunk_processing_seconds``
+    The pipeline, once per chunk, with :meth:`Metrics.chunk_processed` (its signature
+    fits ``PipelineManager(on_chunk=...)``). ``outcome`` is one of :data:`CHUNK_OUTCOMES`:
+    ``processed`` (processed and stored), ``failed`` (given up), ``retried`` (a transient
+    failure, tried again), ``duplicate`` (a sequence submitted twice, ignored).
+``lucid_recorder_fps{session_id}`` and ``lucid_recorder_dropped_frames{session_id}``
+    Recorder figures per live recording, set with :meth:`Metrics.observe_recorder` and
+    removed with :meth:`Metrics.forget_recorder` when the recording ends. The API also
+    refreshes them from ``Recorder.status`` when it is scraped.
+``lucid_sessions{status}``, ``lucid_storage_bytes{kind}``, ``lucid_storage_chunks``,
+``lucid_storage_free_bytes``, ``lucid_storage_capacity_bytes``
+    Snapshots of the metadata store and the disk, set with :meth:`Metrics.observe_store`
+    and :meth:`Metrics.observe_disk` (the API does so on every scrape).
+``lucid_api_requests_total{method,route,status}`` and ``lucid_api_request_seconds``
+    The API middleware (:mod:`lucid_sessions.api.middleware`) through
+    :meth:`Metrics.api_request`; ``route`` is the route template, never the raw path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = [
+    "CHUNK_OUTCOMES",
+    "CONTENT_TYPE",
+    "SESSION_STATUSES",
+    "Metrics",
+]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+CHUNK_OUTCOMES = ("processed", "failed", "retried", "duplicate")
+SESSION_STATUSES = (
+    "created",
+    "starting",
+    "recording",
+    "paused",
+    "stopped",
+    "processing",
+    "completed",
+    "interrupted",
+    "failed",
+    "deleted",
+)
+"""Every status a session can have; ``interrupted`` is a recording that ended early."""
+
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 10.0)
+
+
+class Metrics:
+    """The cluster's metric objects in one registry. Methods are thread-safe."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.sessions = Gauge("lucid_sessions", "Sessions by status.", ["status"], registry=r)
+        self.chunks_processed = Counter(
+            "lucid_chunks_processed",
+            "Chunks handled by the pipeline, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.chunk_seconds = Histogram(
+            "lucid_chunk_processing_seconds",
+            "Time from a chunk closing to its outcome (compress, encrypt, hash, store).",
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.recorder_fps = Gauge(
+            "lucid_recorder_fps",
+            "Effective frames per second of a live recording.",
+            ["session_id"],
+            registry=r,
+        )
+        self.recorder_dropped = Gauge(
+            "lucid_recorder_dropped_frames",
+            "Sampling ticks missed so far by a live recording.",
+            ["session_id"],
+            registry=r,
+        )
+        self.storage_bytes = Gauge(
+            "lucid_storage_bytes",
+            "Bytes of recorded chunks: raw (frames uncompressed) and stored (on disk).",
+            ["kind"],
+            registry=r,
+        )
+        self.storage_chunks = Gauge("lucid_storage_chunks", "Stored chunks.", registry=r)
+        self.storage_free = Gauge(
+            "lucid_storage_free_bytes", "Free bytes on the chunk store's disk.", registry=r
+        )
+        self.storage_capacity = Gauge(
+            "lucid_storage_capacity_bytes", "Size of the chunk store's disk.", registry=r
+        )
+        self.api_requests = Counter(
+            "lucid_api_requests",
+            "API requests by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.api_seconds = Histogram(
+            "lucid_api_request_seconds",
+            "API request duration until the response head is sent.",
+            ["method", "route"],
+            buckets=_API_BUCKETS,
+            registry=r,
+        )
+        for outcome in CHUNK_OUTCOMES:
+            self.chunks_processed.labels(outcome=outcome)
+        for status in SESSION_STATUSES:
+            self.sessions.labels(status=status).set(0)
+
+    # recorded by the pipeline
+
+    def chunk_processed(self, outcome: str, duration_s: float | None = None) -> None:
+        """Count one chunk's outcome and, when given, how long it took (seconds)."""
+        if outcome not in CHUNK_OUTCOMES:
+            raise ValueError(f"outcome must be one of {', '.join(CHUNK_OUTCOMES)}")
+        self.chunks_processed.labels(outcome=outcome).inc()
+        if duration_s is not None:
+            self.chunk_seconds.observe(max(0.0, duration_s))
+
+    # recorded by the recorder (or refreshed by the API)
+
+    def observe_recorder(self, session_id: str, *, fps: float, dropped: int) -> None:
+        self.recorder_fps.labels(session_id=session_id).set(fps)
+        self.recorder_dropped.labels(session_id=session_id).set(dropped)
+
+    def forget_recorder(self, session_id: str) -> None:
+        """Drop a finished recording's series (keeps the label set bounded)."""
+        for gauge in (self.recorder_fps, self.recorder_dropped):
+            with contextlib.suppress(KeyError):
+                gauge.remove(session_id)
+
+    def recorder_sessions(self) -> set[str]:
+        """Session ids that currently have recorder series."""
+        found: set[str] = set()
+        for metric in self.recorder_fps.collect():
+            found.update(s.labels["session_id"] for s in metric.samples)
+        return found
+
+    # snapshots
+
+    def observe_store(
+        self,
+        *,
+        sessions_by_status: Mapping[str, int],
+        chunks: int,
+        raw_bytes: int,
+        stored_bytes: int,
+    ) -> None:
+        for status in {*SESSION_STATUSES, *sessions_by_status}:
+            self.sessions.labels(status=status).set(sessions_by_status.get(status, 0))
+        self.storage_chunks.set(chunks)
+        self.storage_bytes.labels(kind="raw").set(raw_bytes)
+        self.storage_bytes.labels(kind="stored").set(stored_bytes)
+
+    def observe_disk(self, *, free_bytes: int, total_bytes: int) -> None:
+        self.storage_free.set(free_bytes)
+        self.storage_capacity.set(total_bytes)
+
+    # recorded by the API middleware
+
+    def api_request(self, method: str, route: str, status: int, duration_s: float) -> None:
+        self.api_requests.labels(method=method, route=route, status=str(status)).inc()
+        self.api_seconds.labels(method=method, route=route).observe(duration_s)
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
