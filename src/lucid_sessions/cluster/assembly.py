@@ -14,7 +14,7 @@ Module graph (plain data, checked for cycles)::
     processor  -> keys          (ProcessorService)
     pipeline   -> keys, [storage], [processor]   recorder attached once it exists
     recorder   -> [pipeline]
-    api        -> [pipeline], [storage], [recorder]
+    api        -> keys, [pipeline], [storage], [recorder]
 
 A bracketed dependency is a module only when that component runs locally.
 """
@@ -82,7 +82,7 @@ class Cluster:
                 "pipeline", self._init_pipeline, deps("keys", "storage", "processor")
             ),
             "recorder": Module("recorder", self._init_recorder, deps("pipeline")),
-            "api": Module("api", self._init_api, deps("pipeline", "storage", "recorder")),
+            "api": Module("api", self._init_api, deps("keys", "pipeline", "storage", "recorder")),
         }
 
     def dependency(self, name: str) -> Any:
