@@ -40,13 +40,13 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import lucid_sessions
+from benchlib import Report, cpu_model, load_average, version
 from lucid_sessions.archive.processor import ChunkProcessor
 from lucid_sessions.chunkfile import HEADER_SIZE, QUALITY_LEVELS, open_chunk, zstd_compress
 from lucid_sessions.crypto import NONCE_SIZE, DataKey, XChaCha20Poly1305
@@ -117,43 +117,7 @@ class PassStats:
         return min(self.walls)
 
 
-class Report:
-    """Figures both as printed lines and as a JSON document."""
-
-    def __init__(self, *, as_json: bool) -> None:
-        self.as_json = as_json
-        self.data: dict[str, Any] = {}
-
-    def line(self, text: str = "") -> None:
-        if not self.as_json:
-            print(text, flush=True)
-
-    def progress(self, text: str) -> None:
-        print(f"... {text}", file=sys.stderr, flush=True)
-
-
 # -- machine facts -------------------------------------------------------------------------
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _load_average() -> str:
-    if not hasattr(os, "getloadavg"):
-        return "unknown"
-    return " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
 
 
 def machine_facts(restic: str | None) -> dict[str, Any]:
@@ -163,18 +127,18 @@ def machine_facts(restic: str | None) -> dict[str, Any]:
     facts: dict[str, Any] = {
         "cpu_count": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "platform": platform.platform(),
         "python": sys.version.split()[0] + f" ({platform.python_implementation()})",
         "lucid_sessions": lucid_sessions.__version__,
-        "zstandard": f"{_version('zstandard')} (libzstd {zstandard.ZSTD_VERSION[0]}."
+        "zstandard": f"{version('zstandard')} (libzstd {zstandard.ZSTD_VERSION[0]}."
         f"{zstandard.ZSTD_VERSION[1]}.{zstandard.ZSTD_VERSION[2]}, "
         f"backend {zstandard.backend})",
-        "cryptography": f"{_version('cryptography')} ({backend.openssl_version_text()})",
-        "blake3": _version("blake3"),
-        "numpy": _version("numpy"),
+        "cryptography": f"{version('cryptography')} ({backend.openssl_version_text()})",
+        "blake3": version("blake3"),
+        "numpy": version("numpy"),
         "restic": _restic_version(restic) if restic else "not installed",
-        "load_average": _load_average(),
+        "load_average": load_average(),
     }
     return facts
 
@@ -894,7 +858,7 @@ def main(argv: list[str] | None = None) -> int:
             report.data["corpora"][name] = figures
             del corpus
 
-    report.data["load_average_at_end"] = _load_average()
+    report.data["load_average_at_end"] = load_average()
     report.line()
     report.line(f"load average at the end: {report.data['load_average_at_end']}")
     if args.json:

@@ -47,11 +47,11 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import lucid_sessions
+from benchlib import Report, version
 from lucid_sessions.capture import IngestSource, PrivateDisplay, X11Source
 from lucid_sessions.capture.base import CaptureSource, Frame
 from lucid_sessions.chunkfile import QUALITY_LEVELS
@@ -78,29 +78,7 @@ LAG_PROBE_S = 0.05
 SPREAD_S = 5.0  # at 1280x720, 5 fps the scene's frames fill a 16 MiB chunk in about 5 s
 
 
-class Report:
-    """Figures both as printed lines and as a JSON document."""
-
-    def __init__(self, *, as_json: bool) -> None:
-        self.as_json = as_json
-        self.data: dict[str, Any] = {}
-
-    def line(self, text: str = "") -> None:
-        if not self.as_json:
-            print(text, flush=True)
-
-    def progress(self, text: str) -> None:
-        print(f"... {text}", file=sys.stderr, flush=True)
-
-
 # -- machine facts ---------------------------------------------------------------------------
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _proc_line(path: str, prefix: str) -> str | None:
@@ -121,9 +99,9 @@ def machine_facts() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": sys.version.split()[0] + f" ({platform.python_implementation()})",
         "lucid_sessions": lucid_sessions.__version__,
-        "numpy": _version("numpy"),
-        "zstandard": _version("zstandard"),
-        "mss": _version("mss"),
+        "numpy": version("numpy"),
+        "zstandard": version("zstandard"),
+        "mss": version("mss"),
         "Xvfb": shutil.which("Xvfb") or "not installed",
     }
 
