@@ -349,3 +349,14 @@ def test_the_status_filter_knows_every_state_of_the_pipeline() -> None:
     states = set(TRANSITIONS) | {s for targets in TRANSITIONS.values() for s in targets}
     assert states <= set(SESSION_STATUSES)
     assert set(get_args(StatusFilter)) == set(SESSION_STATUSES)
+
+
+def test_user_metadata_comes_back_as_given_even_with_secret_sounding_keys(
+    api: ApiCluster,
+) -> None:
+    metadata = {"private_ip": "10.0.0.5", "token_count": 3, "ticket": "OPS-1"}
+    created = api.client.post("/api/v1/sessions", json={**INGEST, "metadata": metadata})
+    assert created.status_code == 201
+    assert created.json()["metadata"] == metadata
+    fetched = api.client.get(f"/api/v1/sessions/{created.json()['session_id']}")
+    assert fetched.json()["metadata"] == metadata

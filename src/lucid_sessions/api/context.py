@@ -61,7 +61,8 @@ class ApiContext:
     authorizer: Authorizer
 
 
-def get_context(request: Request) -> ApiContext:
-    """The app's :class:`ApiContext` (a FastAPI dependency)."""
+async def get_context(request: Request) -> ApiContext:
+    """The app's :class:`ApiContext` (a FastAPI dependency; async so that FastAPI does not
+    send it to a worker thread on every request)."""
     context: ApiContext = request.app.state.lucid
     return context

@@ -1,11 +1,13 @@
 """Response bodies, built from the stored records.
 
 A session answer never holds a secret: :func:`public_config` drops every key that names
-a password, a sealed value or a secret, at any depth, before anything is returned.
+a password, a sealed value or a secret, at any depth, from what the system stores about
+a session before anything is returned. The user's own ``metadata`` comes back as given.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,12 +25,11 @@ __all__ = [
     "session_out",
 ]
 
-_SECRET_WORDS = ("password", "sealed", "secret", "token", "private")
+_SECRET = re.compile(r"password|sealed|secret|token|private", re.IGNORECASE)
 
 
 def _is_secret(key: str) -> bool:
-    lowered = key.lower()
-    return any(word in lowered for word in _SECRET_WORDS)
+    return _SECRET.search(key) is not None
 
 
 def public_config(value: Any) -> Any:
@@ -36,7 +37,7 @@ def public_config(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): public_config(v) for k, v in value.items() if not _is_secret(str(k))}
     if isinstance(value, list | tuple):
-        return [public_config(v) for v in value]
+        return [public_config(v) if isinstance(v, Mapping | list | tuple) else v for v in value]
     return value
 
 
@@ -73,7 +74,12 @@ def _section(config: Mapping[str, Any], key: str) -> dict[str, Any] | None:
 
 
 def session_out(record: SessionRecord) -> SessionOut:
-    config = public_config(dict(record.config))
+    # The user's own metadata is returned as given; everything the system stores is
+    # filtered, so a sealed password or a connection secret can never come back.
+    metadata = record.config.get("metadata")
+    config = public_config({k: v for k, v in record.config.items() if k != "metadata"})
+    if isinstance(metadata, Mapping):
+        config["metadata"] = dict(metadata)
     source = config.get("source")
     return SessionOut(
         session_id=record.session_id,

@@ -251,12 +251,14 @@ class PipelineManager:
             key_id=key.key_id,
             hash_algorithm=str(spec.get("hash_algorithm", "blake3")),
         )
-        await self.storage.create_session(record)
+        # The key first: a crash in between leaves an unused key, never a session whose
+        # data key is missing.
         await self.storage.put_wrapped_key(
             WrappedKeyRecord(
                 key.key_id, session_id, self._master.key_id, wrap_data_key(key, self._master), now
             )
         )
+        await self.storage.create_session(record)
         return record
 
     async def _data_key(self, session: SessionRecord) -> tuple[DataKey, bytes]:

@@ -1,8 +1,9 @@
 """The embedded metadata store: one SQLite file in WAL mode.
 
-Calls run on the store's own thread, one at a time, so SQLite never blocks an event
-loop; a whole method is one transaction. Indexed columns carry what lists filter and
-sort on; the rest of a record is kept as JSON.
+Writes run on the store's own thread, one at a time, so SQLite's locks and fsyncs never
+block an event loop; a whole write method is one transaction. Reads run inline on a
+separate read-only connection: in WAL mode they never wait for the writer. Indexed
+columns carry what lists filter and sort on; the rest of a record is kept as JSON.
 """
 
 from __future__ import annotations
@@ -133,6 +134,9 @@ class SQLiteStore:
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
+        self._closed = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lucid-sqlite")
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -172,9 +176,17 @@ class SQLiteStore:
                 raise StorageError(f"metadata database error: {exc}") from exc
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
+        """A read on the read-only connection, inline: in WAL mode readers never wait
+        for the writer, so a read costs no thread hop."""
+        with self._read_lock:
+            if self._closed:
+                raise StorageError(f"metadata database {self.path} is closed")
             try:
-                return self._db.execute(sql, args).fetchall()
+                if self._reader is None:
+                    self._reader = sqlite3.connect(
+                        f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
+                    )
+                return self._reader.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
                 raise StorageError(f"metadata database error: {exc}") from exc
 
@@ -200,15 +212,13 @@ class SQLiteStore:
                 ),
             )
 
-    @_offloaded
-    def get_session(self, session_id: str) -> SessionRecord:
+    async def get_session(self, session_id: str) -> SessionRecord:
         rows = self._read("SELECT record FROM sessions WHERE session_id=?", (session_id,))
         if not rows:
             raise NotFoundError(f"session {session_id} does not exist")
         return _session_from_json(rows[0][0])
 
-    @_offloaded
-    def list_sessions(
+    async def list_sessions(
         self,
         *,
         status: str | None = None,
@@ -317,8 +327,7 @@ class SQLiteStore:
                 ),
             )
 
-    @_offloaded
-    def get_chunk(self, session_id: str, sequence: int) -> ChunkRecord:
+    async def get_chunk(self, session_id: str, sequence: int) -> ChunkRecord:
         rows = self._read(
             "SELECT record FROM chunks WHERE session_id=? AND sequence=?", (session_id, sequence)
         )
@@ -326,8 +335,7 @@ class SQLiteStore:
             raise ChunkNotFoundError(f"chunk {sequence} of session {session_id} does not exist")
         return _chunk_from_json(rows[0][0])
 
-    @_offloaded
-    def list_chunks(
+    async def list_chunks(
         self,
         session_id: str,
         *,
@@ -371,8 +379,7 @@ class SQLiteStore:
                 ),
             )
 
-    @_offloaded
-    def get_wrapped_key(self, key_id: str) -> WrappedKeyRecord:
+    async def get_wrapped_key(self, key_id: str) -> WrappedKeyRecord:
         rows = self._read(
             "SELECT key_id, session_id, master_key_id, wrapped, created_at FROM wrapped_keys "
             "WHERE key_id=?",
@@ -383,8 +390,7 @@ class SQLiteStore:
         r = rows[0]
         return WrappedKeyRecord(r[0], r[1], r[2], bytes(r[3]), r[4])
 
-    @_offloaded
-    def list_wrapped_keys(self) -> list[WrappedKeyRecord]:
+    async def list_wrapped_keys(self) -> list[WrappedKeyRecord]:
         rows = self._read(
             "SELECT key_id, session_id, master_key_id, wrapped, created_at FROM wrapped_keys "
             "ORDER BY created_at, key_id"
@@ -430,8 +436,7 @@ class SQLiteStore:
                 ),
             )
 
-    @_offloaded
-    def get_manifest(self, session_id: str) -> ManifestRecord:
+    async def get_manifest(self, session_id: str) -> ManifestRecord:
         rows = self._read(
             "SELECT session_id, manifest, signature, public_key, created_at FROM manifests "
             "WHERE session_id=?",
@@ -446,6 +451,10 @@ class SQLiteStore:
         def shut() -> None:
             with self._lock:
                 self._db.close()
+            with self._read_lock:
+                if self._reader is not None:
+                    self._reader.close()
+                self._closed = True
 
         await asyncio.get_running_loop().run_in_executor(self._executor, shut)
         self._executor.shutdown(wait=False)
