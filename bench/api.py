@@ -54,11 +54,12 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from importlib.util import find_spec
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Protocol
+
+from benchlib import Report, cpu_model, version
 
 LOOPBACK = "127.0.0.1"
 API = "/api/v1"
@@ -81,39 +82,9 @@ SEED_RPS = 1000.0  # the seed's own ask: 1,000 requests/s ...
 SEED_P99_MS = 200.0  # ... answered in under 200 ms
 
 
-class Report:
-    """Figures both as printed lines and as a JSON document."""
-
-    def __init__(self, *, as_json: bool) -> None:
-        self.as_json = as_json
-        self.data: dict[str, Any] = {}
-
-    def line(self, text: str = "") -> None:
-        if not self.as_json:
-            print(text, flush=True)
-
-    def progress(self, text: str) -> None:
-        print(f"... {text}", file=sys.stderr, flush=True)
-
-
 # -- machine facts and CPU accounting --------------------------------------------------------
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def wrk_version(wrk: str | None) -> str:
@@ -131,17 +102,17 @@ def machine_facts(wrk: str | None) -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "platform": platform.platform(),
         "python": sys.version.split()[0] + f" ({platform.python_implementation()})",
-        "lucid_sessions": _version("lucid-sessions"),
-        "uvicorn": _version("uvicorn"),
-        "fastapi": _version("fastapi"),
-        "starlette": _version("starlette"),
-        "pydantic": _version("pydantic"),
+        "lucid_sessions": version("lucid-sessions"),
+        "uvicorn": version("uvicorn"),
+        "fastapi": version("fastapi"),
+        "starlette": version("starlette"),
+        "pydantic": version("pydantic"),
         "http implementation": "httptools" if find_spec("httptools") else "h11",
         "event loop": "asyncio (asyncio.run; uvloop is not used this way)",
-        "uvloop": _version("uvloop"),
+        "uvloop": version("uvloop"),
         "wrk": wrk_version(wrk),
     }
 
