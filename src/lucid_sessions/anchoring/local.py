@@ -128,9 +128,17 @@ class LocalAnchorLog:
                 problems.append(f"entry {index}: does not follow the entry before it")
             elif entry.get("hash") != digest:
                 problems.append(f"entry {index}: edited (hash does not match)")
-            elif not isinstance(signature, str) or not verify_signature(
-                public_key, bytes.fromhex(signature), _CONTEXT + digest.encode()
-            ):
+            elif not _signature_holds(public_key, signature, digest):
                 problems.append(f"entry {index}: signature does not verify")
             prev = str(entry.get("hash"))
         return problems
+
+
+def _signature_holds(public_key: bytes, signature: object, digest: str) -> bool:
+    if not isinstance(signature, str):
+        return False
+    try:
+        raw = bytes.fromhex(signature)
+    except ValueError:
+        return False
+    return verify_signature(public_key, raw, _CONTEXT + digest.encode())
