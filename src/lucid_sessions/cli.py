@@ -60,6 +60,16 @@ data_dir_option = click.option(
 )
 
 
+def quality_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--quality",
+        type=click.Choice(list(QUALITY_LEVELS)),
+        default="medium",
+        show_default=True,
+        help=help_text,
+    )
+
+
 @contextmanager
 def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr when it is a terminal, silent otherwise."""
@@ -100,13 +110,7 @@ def main() -> None:
     default=None,
     help="Video: keep at most this many frames per second. Images: frames per second (default 1).",
 )
-@click.option(
-    "--quality",
-    type=click.Choice(list(QUALITY_LEVELS)),
-    default="medium",
-    show_default=True,
-    help="Compression quality (zstd level 1, 3, 9, 15).",
-)
+@quality_option("Compression quality (zstd level 1, 3, 9, 15).")
 @click.option(
     "--hash",
     "hash_algorithm",
@@ -454,13 +458,7 @@ async def demo(seconds: int, fps: int, resolution: str, data_dir: Path | None) -
     show_default=True,
     help="RDP desktop size WIDTHxHEIGHT (x11 records the display's size).",
 )
-@click.option(
-    "--quality",
-    type=click.Choice(list(QUALITY_LEVELS)),
-    default="medium",
-    show_default=True,
-    help="Highest compression level; it drops when behind.",
-)
+@quality_option("Highest compression level; it drops when behind.")
 @click.option(
     "--duration",
     type=click.FloatRange(min=0, min_open=True),

@@ -171,14 +171,7 @@ class RecorderService:
             interrupted=reason is not None,
             reason=reason,
             last_sequence=recording.sink.last_sequence,
-            stats={
-                "frames_captured": stats.captured,
-                "frames_dropped": stats.dropped,
-                "frames_unchanged": stats.unchanged,
-                "effective_fps": round(stats.effective_fps, 3),
-                "paused_s": round(stats.paused_s, 3),
-                "stop_reason": stats.stop_reason,
-            },
+            stats=stats.summary(),
         )
         recording.ended = True
         try:

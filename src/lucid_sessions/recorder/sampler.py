@@ -47,6 +47,18 @@ class SamplerStats:
     """Why the capture source went away, if it did."""
     resolutions: set[tuple[int, int]] = field(default_factory=set)
 
+    def summary(self) -> dict[str, object]:
+        """The figures a session keeps about its recording (JSON-safe)."""
+        return {
+            "frames_captured": self.captured,
+            "frames_dropped": self.dropped,
+            "frames_unchanged": self.unchanged,
+            "effective_fps": round(self.effective_fps, 3),
+            "paused_s": round(self.paused_s, 3),
+            "stop_reason": self.stop_reason,
+            "resolutions": sorted(f"{w}x{h}" for w, h in self.resolutions),
+        }
+
     @property
     def effective_fps(self) -> float:
         if self.first_us is None or self.last_us is None or self.last_us == self.first_us:

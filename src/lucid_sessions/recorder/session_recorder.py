@@ -173,17 +173,7 @@ class SessionRecorder:
     ) -> Manifest:
         await writer.datadir.store.update_session(
             writer.session_id,
-            {
-                "stats": {
-                    "frames_captured": stats.captured,
-                    "frames_dropped": stats.dropped,
-                    "frames_unchanged": stats.unchanged,
-                    "effective_fps": round(stats.effective_fps, 3),
-                    "paused_s": round(stats.paused_s, 3),
-                    "stop_reason": stats.stop_reason,
-                    "resolutions": sorted(f"{w}x{h}" for w, h in stats.resolutions),
-                }
-            },
+            {"stats": stats.summary()},
         )
         return await writer.finish(status=status, reason=reason)
 
