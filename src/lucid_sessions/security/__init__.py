@@ -1,0 +1,1 @@
+"""Security of the API: token verification and minting, roles, rate limits, revocation."""
