@@ -27,6 +27,7 @@ from tests.conftest import moving_frames
 
 from lucid_sessions.anchoring import LocalAnchorLog
 from lucid_sessions.api import ApiSettings, ServiceHealth, create_app
+from lucid_sessions.api.auth import Authorizer
 from lucid_sessions.archive.service import import_frames
 from lucid_sessions.cluster.pipeline_manager import PipelineManager
 from lucid_sessions.cluster.processor_service import ProcessorService
@@ -70,7 +71,13 @@ RDP: dict[str, Any] = {
 class ApiCluster:
     """Real components + the app + a TestClient. Use as a context manager."""
 
-    def __init__(self, path: Path, *, settings: ApiSettings | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        settings: ApiSettings | None = None,
+        authorizer: Authorizer | None = None,
+    ) -> None:
         self.path = path
         self.datadir = DataDir.open(path, create=True)
         self.storage = StorageService(self.datadir)
@@ -96,6 +103,7 @@ class ApiCluster:
             health_checks=checks,
             metrics=self.metrics,
             settings=settings,
+            authorizer=authorizer,
         )
         self.client = TestClient(self.app, raise_server_exceptions=False)
 

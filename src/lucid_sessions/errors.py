@@ -24,7 +24,9 @@ are translated at the boundary with ``raise X(...) from exc``.
     ├── EncryptionError .............. LUCID_ERR_3009
     │   ├── WrongKeyError ............ a key does not match what the data was sealed with
     │   └── AuthenticationError ...... ciphertext failed its MAC (altered or misplaced)
-    └── RateLimitError ............... LUCID_ERR_3010
+    ├── RateLimitError ............... LUCID_ERR_3010
+    ├── UnauthenticatedError ......... LUCID_ERR_3011  no, or an invalid, expired or revoked token
+    └── ForbiddenError ............... LUCID_ERR_3012  the caller's role lacks the permission
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ __all__ = [
     "ChunkNotFoundError",
     "CompressionError",
     "EncryptionError",
+    "ForbiddenError",
     "FormatError",
     "InvalidConfigError",
     "LucidError",
@@ -46,6 +49,7 @@ __all__ = [
     "PipelineError",
     "RateLimitError",
     "StorageError",
+    "UnauthenticatedError",
     "WrongKeyError",
 ]
 
@@ -123,3 +127,15 @@ class AuthenticationError(EncryptionError):
 
 class RateLimitError(LucidError):
     code = "LUCID_ERR_3010"
+
+
+class UnauthenticatedError(LucidError):
+    """The request carries no bearer token, or one that is invalid, expired or revoked."""
+
+    code = "LUCID_ERR_3011"
+
+
+class ForbiddenError(LucidError):
+    """The caller is known, but their role does not hold the permission."""
+
+    code = "LUCID_ERR_3012"

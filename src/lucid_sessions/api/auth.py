@@ -2,9 +2,11 @@
 
 Every route except ``/api/v1/health`` carries exactly one dependency made by
 :func:`authorize`, naming the permission the route needs (the columns of the permission
-matrix in the security issue). The dependency asks the app's :data:`Authorizer`, which
-returns the caller's :class:`Principal` or raises; until JWT auth lands the default,
-:func:`allow_all`, lets everyone through as an anonymous admin. The principal is left on
+matrix, :mod:`lucid_sessions.security.roles`). The dependency asks the app's
+:data:`Authorizer`, which returns the caller's :class:`Principal` or raises. A served
+cluster always uses :class:`JwtAuthorizer`: a bearer token, its role's permissions, then
+the caller's rate budget for the route's class. :func:`allow_all` (everyone is an
+anonymous admin) is only for tests that exercise other layers. The principal is left on
 ``request.state.principal`` for the audit log.
 
 Permissions:
@@ -19,26 +21,41 @@ Permissions:
 ``chunks:download``   chunk download, /export (an export counts as a download)
 ``pipeline:control``  POST /pipeline/pause, /pipeline/resume
 ``statistics:read``   statistics, GET /pipeline/status, /metrics
+``audit:read``        GET /audit
+``tokens:revoke``     POST /tokens/revoke
 ====================  =====================================================
+
+Rate-limit classes (:func:`rate_class`): ``creation`` for POST /sessions, ``bulk`` for
+whole-session work (export, server-side verify), ``frames`` for frame ingest, ``chunks``
+for the other chunk routes, ``status`` for everything else.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, Protocol, get_args
 
 from fastapi import Request
+
+from lucid_sessions.errors import ForbiddenError, UnauthenticatedError
+from lucid_sessions.security.roles import allowed
+from lucid_sessions.security.tokens import Claims, TokenError, TokenVerifier
 
 __all__ = [
     "PERMISSIONS",
     "Authorizer",
+    "JwtAuthorizer",
     "Permission",
     "Principal",
     "allow_all",
     "authorize",
+    "rate_class",
     "route_permissions",
 ]
+
+log = logging.getLogger("lucid_sessions.api")
 
 Permission = Literal[
     "sessions:create",
@@ -51,6 +68,7 @@ Permission = Literal[
     "pipeline:control",
     "statistics:read",
     "audit:read",
+    "tokens:revoke",
 ]
 PERMISSIONS: tuple[str, ...] = get_args(Permission)
 
@@ -61,6 +79,7 @@ class Principal:
 
     subject: str
     role: str
+    jti: str | None = None
 
 
 Authorizer = Callable[[Request, str], Awaitable[Principal]]
@@ -73,6 +92,127 @@ _ANONYMOUS = Principal(subject="anonymous", role="admin")
 async def allow_all(request: Request, permission: str) -> Principal:
     """The authorizer until auth is configured: everyone is an anonymous admin."""
     return _ANONYMOUS
+
+
+class RevocationCheck(Protocol):
+    async def is_revoked(self, jti: str) -> bool: ...
+
+
+class RateCheck(Protocol):
+    async def __call__(self, klass: str, subject: str) -> None:
+        """Raise :class:`~lucid_sessions.errors.RateLimitError` when over budget."""
+
+
+RefusalHook = Callable[[Request, str, str, "Principal | None"], Awaitable[None]]
+"""Called with (request, kind ``token`` or ``permission``, reason, principal) before a
+401 or 403 is raised: the audit log's entry point."""
+
+
+_BULK_ROUTES = frozenset(
+    {"/api/v1/sessions/{session_id}/export", "/api/v1/sessions/{session_id}/verify"}
+)
+_FRAMES_ROUTE = "/api/v1/sessions/{session_id}/frames"
+
+
+def rate_class(path: str, permission: str) -> str:
+    """The rate-limit class of a route (its path template and permission)."""
+    if permission == "sessions:create":
+        return "creation"
+    if path in _BULK_ROUTES:
+        return "bulk"
+    if path == _FRAMES_ROUTE:
+        return "frames"
+    if permission in ("chunks:read", "chunks:download"):
+        return "chunks"
+    return "status"
+
+
+class JwtAuthorizer:
+    """Bearer token -> principal -> permission -> rate budget, in that order.
+
+    A refusal is 401 (:class:`UnauthenticatedError`: no token, or one that is malformed,
+    badly signed, expired, not yet valid, for another audience or issuer, or revoked) or
+    403 (:class:`ForbiddenError`: a valid token whose role lacks the permission); both
+    go to ``on_refusal`` first. ``public`` lists route paths that answer without a token
+    (the metrics endpoint when configured public); a token sent there is still checked.
+    """
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        *,
+        revocations: RevocationCheck | None = None,
+        rate_check: RateCheck | None = None,
+        on_refusal: RefusalHook | None = None,
+        public: frozenset[str] = frozenset(),
+    ) -> None:
+        self.verifier = verifier
+        self.revocations = revocations
+        self.rate_check = rate_check
+        self.on_refusal = on_refusal
+        self.public = public
+
+    async def __call__(self, request: Request, permission: str) -> Principal:
+        path = getattr(request.scope.get("route"), "path", "")
+        header = request.headers.get("authorization")
+        if header is None and path in self.public:
+            return Principal(subject="anonymous", role="public")
+        claims = await self._authenticate(request, header)
+        principal = Principal(claims.subject, claims.role, claims.jti)
+        if not allowed(claims.role, permission):
+            reason = f"role {claims.role} lacks the permission {permission}"
+            await self._refused(request, "permission", reason, principal)
+            raise ForbiddenError(
+                f"forbidden: {reason}",
+                details={"role": claims.role, "permission": permission},
+            )
+        if self.rate_check is not None:
+            await self.rate_check(rate_class(path, permission), claims.subject)
+        return principal
+
+    async def _authenticate(self, request: Request, header: str | None) -> Claims:
+        if header is None:
+            await self._refused(request, "token", "missing", None)
+            raise UnauthenticatedError(
+                "authentication required: send Authorization: Bearer <token>",
+                details={"reason": "missing"},
+            )
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            await self._refused(request, "token", "scheme", None)
+            raise UnauthenticatedError(
+                "the Authorization header must be: Bearer <token>", details={"reason": "scheme"}
+            )
+        try:
+            claims = self.verifier.verify(token.strip())
+        except TokenError as exc:
+            await self._refused(request, "token", exc.reason, None)
+            raise UnauthenticatedError(
+                f"invalid bearer token: {exc.message}", details={"reason": exc.reason}
+            ) from None
+        if self.revocations is not None and await self.revocations.is_revoked(claims.jti):
+            principal = Principal(claims.subject, claims.role, claims.jti)
+            await self._refused(request, "token", "revoked", principal)
+            raise UnauthenticatedError(
+                "invalid bearer token: the token has been revoked",
+                details={"reason": "revoked"},
+            )
+        return claims
+
+    async def _refused(
+        self, request: Request, kind: str, reason: str, principal: Principal | None
+    ) -> None:
+        if principal is not None:
+            request.state.principal = principal
+        log.info(
+            "api auth refused kind=%s reason=%s subject=%s route=%s",
+            kind,
+            reason,
+            principal.subject if principal else "-",
+            getattr(request.scope.get("route"), "path", "-"),
+        )
+        if self.on_refusal is not None:
+            await self.on_refusal(request, kind, reason, principal)
 
 
 class _Authorize:

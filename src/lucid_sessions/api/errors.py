@@ -24,6 +24,8 @@ LUCID_ERR_3007     StorageError                                     500
 LUCID_ERR_3008     CompressionError                                 500
 LUCID_ERR_3009     EncryptionError                                  500
 LUCID_ERR_3010     RateLimitError (with Retry-After)                429
+LUCID_ERR_3011     UnauthenticatedError (with WWW-Authenticate)     401
+LUCID_ERR_3012     ForbiddenError                                   403
 =================  ===============================================  ======
 
 3002 is answered 422 everywhere, so a body that fails validation at the edge and a value
@@ -55,6 +57,7 @@ from lucid_sessions.errors import (
     ChunkNotFoundError,
     CompressionError,
     EncryptionError,
+    ForbiddenError,
     InvalidConfigError,
     LucidError,
     NotFoundError,
@@ -62,6 +65,7 @@ from lucid_sessions.errors import (
     PipelineError,
     RateLimitError,
     StorageError,
+    UnauthenticatedError,
 )
 from lucid_sessions.storage.metadata import utc_now
 
@@ -90,6 +94,8 @@ _BY_CLASS: tuple[tuple[type[LucidError], int], ...] = (
     (CompressionError, 500),
     (EncryptionError, 500),
     (RateLimitError, 429),
+    (UnauthenticatedError, 401),
+    (ForbiddenError, 403),
 )
 _BY_CODE = {
     "LUCID_ERR_3001": 404,
@@ -102,6 +108,8 @@ _BY_CODE = {
     "LUCID_ERR_3008": 500,
     "LUCID_ERR_3009": 500,
     "LUCID_ERR_3010": 429,
+    "LUCID_ERR_3011": 401,
+    "LUCID_ERR_3012": 403,
 }
 _GENERIC = {
     500: "an internal error occurred",
@@ -238,6 +246,12 @@ def lucid_error_response(exc: LucidError, request_id: str, route: str) -> JSONRe
         retry = exc.details.get("retry_after_s", 60)
         seconds = int(retry) if isinstance(retry, int | float) else 60
         headers["Retry-After"] = str(max(1, seconds))
+    elif status == 401:
+        # RFC 6750: name the scheme; say why only for a token that was sent.
+        challenge = 'Bearer realm="lucid-sessions"'
+        if exc.details.get("reason") != "missing":
+            challenge += ', error="invalid_token"'
+        headers["WWW-Authenticate"] = challenge
     details = _safe_details(exc.details)
     return error_response(
         status, exc.code, exc.message, request_id, details=details, headers=headers

@@ -13,6 +13,9 @@ Every setting, its variable and its TOML key (``[section] key``)::
     pipeline workers    LUCID_PIPELINE_WORKERS      [pipeline] workers = 2
     processor threads   LUCID_PROCESSOR_THREADS     [processor] threads = 2
 
+Security settings (``[auth]``, ``[rate_limits]``, ``[redis]``): see
+:mod:`lucid_sessions.security.settings`.
+
 Validation collects every error and reports them all at once
 (:class:`~lucid_sessions.errors.InvalidConfigError` whose message lists each).
 """
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lucid_sessions.errors import InvalidConfigError
+from lucid_sessions.security.settings import SecurityConfig, load_security
 from lucid_sessions.storage.datadir import default_data_dir
 
 __all__ = ["COMPONENTS", "DEFAULT_PORTS", "ClusterConfig", "load_config"]
@@ -53,6 +57,8 @@ class ClusterConfig:
     queue_size: int = 8
     pipeline_workers: int = 2
     processor_threads: int = 2
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    """Token verification, rate limits and Redis (see :mod:`lucid_sessions.security.settings`)."""
 
     @property
     def local(self) -> frozenset[str]:
@@ -147,6 +153,7 @@ def load_config(
         value = setting(toml, var)
         if value is not None:
             values[name] = _int(value, name.replace("_", " "), errors, low, high)
+    values["security"] = load_security(raw, setting, errors)
     for key, value in overrides.items():
         if value is None:
             continue

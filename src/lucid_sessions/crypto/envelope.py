@@ -105,7 +105,7 @@ def _parse_key_text(raw: bytes) -> bytes | None:
     return key if len(key) == KEY_SIZE else None
 
 
-def _warn_if_exposed(path: Path, what: str) -> None:
+def warn_if_exposed(path: Path, what: str) -> None:
     """Log a warning when a secret file is readable by group or others."""
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
@@ -115,7 +115,7 @@ def _warn_if_exposed(path: Path, what: str) -> None:
         log.warning("%s is accessible by group or others path=%s mode=%04o", what, path, mode)
 
 
-def _write_new_secret_file(path: Path, data: bytes, what: str) -> None:
+def write_new_secret_file(path: Path, data: bytes, what: str) -> None:
     """Create ``path`` holding ``data`` with mode 0600, atomically, never replacing a file.
 
     The bytes go to a temporary file in the same directory, are fsynced, then linked to
@@ -227,7 +227,7 @@ class MasterKey:
                 "characters or base64 of 32 bytes",
                 details={"path": str(path)},
             )
-        _warn_if_exposed(path, "master key file")
+        warn_if_exposed(path, "master key file")
         return cls(key)
 
     @classmethod
@@ -257,7 +257,7 @@ def write_key_file(path: str | os.PathLike[str], key: MasterKey) -> None:
     :class:`AlreadyExistsError` if ``path`` exists, :class:`StorageError` on other
     file system failures.
     """
-    _write_new_secret_file(Path(path), (key.key.hex() + "\n").encode("ascii"), "master key file")
+    write_new_secret_file(Path(path), (key.key.hex() + "\n").encode("ascii"), "master key file")
 
 
 @dataclass(frozen=True, eq=False)

@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from lucid_sessions.crypto.envelope import _warn_if_exposed, _write_new_secret_file
+from lucid_sessions.crypto.envelope import warn_if_exposed, write_new_secret_file
 from lucid_sessions.errors import AlreadyExistsError, FormatError, StorageError
 
 __all__ = [
@@ -106,14 +106,14 @@ class ClusterKey:
                 serialization.NoEncryption(),
             )
             try:
-                _write_new_secret_file(path, pem, "cluster key file")
+                write_new_secret_file(path, pem, "cluster key file")
             except AlreadyExistsError:
                 return cls.load_or_create(path)
             return key
         except OSError as exc:
             raise StorageError(f"cannot read cluster key file {path}: {exc.strerror}") from exc
         key = cls.from_pem(data, source=f"cluster key file {path}")
-        _warn_if_exposed(path, "cluster key file")
+        warn_if_exposed(path, "cluster key file")
         return key
 
     def public_key_bytes(self) -> bytes:

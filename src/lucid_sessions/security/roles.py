@@ -1,0 +1,61 @@
+"""Roles and the permissions each one holds: the permission matrix of the seed's security plan.
+
+================  ======  ====  ======  ======  ==========  ======  ========  ========  =====  =====
+role              create  read  update  delete  start/stop  read    download  control   stats  audit
+                                                /pause      chunks  chunks    pipeline         log
+================  ======  ====  ======  ======  ==========  ======  ========  ========  =====  =====
+admin             y       y     y       y       y           y       y         y         y      y
+session_manager   y       y     y       y       y           y       y         y         y      n
+session_operator  n       y     n       n       y           y       n         y         y      n
+session_viewer    n       y     n       n       n           y       n         n         y      n
+auditor           n       y     n       n       n           y       n         n         y      y
+================  ======  ====  ======  ======  ==========  ======  ========  ========  =====  =====
+
+An export of an evidence bundle counts as a download. Revoking tokens through the API
+(``tokens:revoke``) is for admins only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+__all__ = ["ROLES", "ROLE_PERMISSIONS", "allowed"]
+
+_ALL = (
+    "sessions:create",
+    "sessions:read",
+    "sessions:update",
+    "sessions:delete",
+    "sessions:control",
+    "chunks:read",
+    "chunks:download",
+    "pipeline:control",
+    "statistics:read",
+    "audit:read",
+    "tokens:revoke",
+)
+
+ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "admin": frozenset(_ALL),
+        "session_manager": frozenset(_ALL) - {"audit:read", "tokens:revoke"},
+        "session_operator": frozenset(
+            {
+                "sessions:read",
+                "sessions:control",
+                "chunks:read",
+                "pipeline:control",
+                "statistics:read",
+            }
+        ),
+        "session_viewer": frozenset({"sessions:read", "chunks:read", "statistics:read"}),
+        "auditor": frozenset({"sessions:read", "chunks:read", "statistics:read", "audit:read"}),
+    }
+)
+ROLES: tuple[str, ...] = tuple(ROLE_PERMISSIONS)
+
+
+def allowed(role: str, permission: str) -> bool:
+    """Whether ``role`` holds ``permission`` (an unknown role holds nothing)."""
+    return permission in ROLE_PERMISSIONS.get(role, frozenset())
