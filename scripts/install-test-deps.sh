@@ -1,10 +1,14 @@
 #!/bin/sh
-# Install the Debian packages the capture tests need (tests/test_capture.py), if missing.
+# Install the Debian packages the tests need, if missing: the capture tests
+# (tests/test_capture.py) and the Redis-backed rate-limit and revocation tests
+# (tests/test_ratelimit.py, which start a private redis-server when none answers on
+# 127.0.0.1:6379).
 #
 #   xvfb                 headless X server (the RDP client's screen and the test server's)
 #   freerdp2-x11         xfreerdp, the RDP client the rdp capture source runs
 #   freerdp2-shadow-x11  freerdp-shadow-cli, the RDP server of scripts/rdp-test-server
 #   fonts-dejavu-core    the font the test server's animated Tk app draws with
+#   redis-server         a private Redis for the rate-limit and revocation tests
 #   python3-tk           only when PYTHON (default: python3) is Debian's own Python
 #
 # As root: runs `apt-get update` once and installs what is missing.  Otherwise: prints
@@ -13,7 +17,7 @@
 set -eu
 
 PYTHON="${PYTHON:-python3}"
-PACKAGES="xvfb freerdp2-x11 freerdp2-shadow-x11 fonts-dejavu-core"
+PACKAGES="xvfb freerdp2-x11 freerdp2-shadow-x11 fonts-dejavu-core redis-server"
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
@@ -31,12 +35,12 @@ if ! "$PYTHON" -c "import tkinter" 2>/dev/null; then
 fi
 
 if [ -z "$missing" ]; then
-    echo "capture test dependencies: all installed"
+    echo "test dependencies: all installed"
     exit 0
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
-    echo "capture test dependencies missing:$missing"
+    echo "test dependencies missing:$missing"
     echo "install them as root: apt-get install --no-install-recommends$missing"
     exit 0
 fi

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lucid_sessions.errors import InvalidConfigError
+from lucid_sessions.security.ratelimit import RateLimits
 from lucid_sessions.security.tokens import (
     DEFAULT_AUDIENCE,
     DEFAULT_ISSUER,
@@ -61,9 +62,7 @@ class SecurityConfig:
     audience: str = DEFAULT_AUDIENCE
     leeway_s: int = 30
     metrics_public: bool = False
-    rate_limits: Mapping[str, int] = field(default_factory=dict)
-    """Per-class limits that differ from the defaults."""
-    rate_window_s: int = 60
+    rate_limits: RateLimits = field(default_factory=RateLimits)
     redis_url: str | None = field(default=None, repr=False)
     redis_prefix: str = "lucid:"
 
@@ -88,41 +87,6 @@ def _bool(value: object, name: str, errors: list[str]) -> bool:
     if text not in _FALSE:
         errors.append(f"{name} must be true or false, not {value!r}")
     return False
-
-
-def _rate_limits(value: object, errors: list[str]) -> dict[str, int]:
-    """``"creation=10,bulk=2"`` or a TOML table, as ``{class: limit}``."""
-    from lucid_sessions.security.ratelimit import DEFAULT_LIMITS
-
-    pairs: list[tuple[str, object]] = []
-    if isinstance(value, Mapping):
-        pairs = [(str(k), v) for k, v in value.items() if k != "window_s"]
-    else:
-        for part in str(value).split(","):
-            if not part.strip():
-                continue
-            name, sep, number = part.partition("=")
-            if not sep:
-                errors.append(f"rate limit {part.strip()!r} must be CLASS=LIMIT")
-                continue
-            pairs.append((name.strip(), number.strip()))
-    limits: dict[str, int] = {}
-    for name, number in pairs:
-        if name not in DEFAULT_LIMITS:
-            errors.append(
-                f"unknown rate limit class {name!r}: choose from {', '.join(DEFAULT_LIMITS)}"
-            )
-            continue
-        try:
-            limit = int(str(number))
-        except ValueError:
-            errors.append(f"rate limit for {name} must be an integer, not {number!r}")
-            continue
-        if not 1 <= limit <= 10_000_000:
-            errors.append(f"rate limit for {name} must be between 1 and 10000000, not {limit}")
-            continue
-        limits[name] = limit
-    return limits
 
 
 def load_security(
@@ -168,17 +132,14 @@ def load_security(
     public = setting(auth.get("metrics_public"), "LUCID_METRICS_PUBLIC")
     if public is not None:
         values["metrics_public"] = _bool(public, "metrics_public", errors)
-    rates = setting(limits or None, "LUCID_RATE_LIMITS")
-    if rates:
-        values["rate_limits"] = _rate_limits(rates, errors)
+    rates = setting(dict(limits) or None, "LUCID_RATE_LIMITS")
     window = setting(limits.get("window_s"), "LUCID_RATE_WINDOW_S")
-    if window is not None:
+    if rates is not None or window is not None:
         try:
-            values["rate_window_s"] = int(str(window))
-            if not 1 <= values["rate_window_s"] <= 86400:
-                errors.append(f"rate window must be between 1 and 86400 s, not {window}")
-        except ValueError:
-            errors.append(f"rate window must be an integer number of seconds, not {window!r}")
+            values["rate_limits"] = RateLimits.parse(rates, window_s=window)
+        except InvalidConfigError as exc:
+            found = exc.details.get("errors")
+            errors.extend(found if isinstance(found, list) else [exc.message])
     url = setting(redis.get("url"), "LUCID_REDIS_URL")
     if url:
         text = str(url).strip()
