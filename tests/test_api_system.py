@@ -199,7 +199,7 @@ def test_the_openapi_document_and_docs_load(api: ApiCluster) -> None:
 
 def test_every_route_but_health_has_exactly_one_auth_dependency() -> None:
     table = route_permissions()
-    assert len(table) == 24
+    assert len(table) == 25
     for (method, path), permissions in table.items():
         if path == "/api/v1/health":
             assert permissions == []
@@ -209,6 +209,7 @@ def test_every_route_but_health_has_exactly_one_auth_dependency() -> None:
     assert table[("POST", "/api/v1/sessions")] == ["sessions:create"]
     assert table[("GET", "/api/v1/sessions/{session_id}/export")] == ["chunks:download"]
     assert table[("POST", "/api/v1/pipeline/pause")] == ["pipeline:control"]
+    assert table[("GET", "/api/v1/audit")] == ["audit:read"]
 
 
 def test_the_authorizer_is_asked_for_each_route_with_its_permission(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from lucid_sessions.anchoring import LocalAnchorLog
 from lucid_sessions.archive.processor import ProcessedChunk
 from lucid_sessions.archive.reader import StoredEvidence, load_manifest
 from lucid_sessions.archive.verify import verify_evidence
+from lucid_sessions.audit import AuditEntry, AuditEvent, AuditHead, verify_chain
 from lucid_sessions.chunkfile import open_chunk
 from lucid_sessions.cluster.interfaces import (
     CaptureSpec,
@@ -99,8 +100,8 @@ def _over_grpc(
     return client
 
 
-def _storage_service(folder: Path) -> StorageService:
-    return StorageService(DataDir.open(folder, create=True))
+def _storage_service(folder: Path, **options: Any) -> StorageService:
+    return StorageService(DataDir.open(folder, create=True), **options)
 
 
 # Storage ---------------------------------------------------------------------------------
@@ -221,6 +222,59 @@ def test_storage_health_reports_the_metadata_store_and_disk_space(storage, run):
     assert health.detail == ""
 
 
+def _audit_event(n: int) -> AuditEvent:
+    return AuditEvent(
+        subject="alice", role="admin", action="session.create", target=f"ses_{n}", outcome="success"
+    )
+
+
+def _audit_log(storage: Storage, run: Run[Any]) -> tuple[list[AuditEntry], list[AuditHead]]:
+    entries: list[AuditEntry] = []
+    after = 0
+    while True:
+        page = run(storage.list_audit(after_seq=after, limit=1000))
+        entries.extend(page.items)
+        if page.next_after is None:
+            return entries, run(storage.list_audit_heads())
+        after = page.next_after
+
+
+def test_storage_signs_the_audit_head_every_hundred_entries(storage, run, tmp_path):
+    for n in range(105):
+        run(storage.append_audit(_audit_event(n)))
+    entries, heads = _audit_log(storage, run)
+    assert [head.seq for head in heads] == [100]
+    assert heads[0].hash == entries[99].hash
+    assert run(storage.latest_audit_head()) == heads[0]
+    cluster_key = DataDir.open(tmp_path / "data").cluster_key().public_key_bytes()
+    report = verify_chain(entries, heads, cluster_key)
+    assert report.ok, report.problems
+    assert (report.signed_seq, report.unsigned_tail) == (100, 5)
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_storage_signs_the_audit_head_when_entries_wait_unsigned_for_the_interval(
+    tmp_path, run, adapter
+):
+    with contextlib.ExitStack() as cleanup:
+        local = _storage_service(tmp_path / "data", audit_sign_interval_s=0.05)
+        cleanup.callback(lambda: run(local.close()))
+        storage: Storage = local
+        if adapter == "grpc":
+            storage = _over_grpc(run, cleanup, StorageClient, storage=local)
+        first = run(storage.append_audit(_audit_event(1)))
+        run(storage.append_audit(_audit_event(2)))
+        assert run(storage.list_audit_heads()) == []
+        run(asyncio.sleep(0.3))
+        heads = run(storage.list_audit_heads())
+        assert [head.seq for head in heads] == [2]
+        run(asyncio.sleep(0.2))
+        assert run(storage.list_audit_heads()) == heads, "nothing new: nothing signed"
+        entries, _ = _audit_log(storage, run)
+        assert entries[0] == first
+        assert verify_chain(entries, heads, local.datadir.cluster_key().public_key_bytes()).ok
+
+
 # The same failure, raised by each adapter: class, message and details must match.
 
 
@@ -238,7 +292,17 @@ def _failures(storage: Storage) -> list[Callable[[], Coroutine[Any, Any, Any]]]:
         lambda: storage.put_manifest(manifest("ses_missing")),
         lambda: storage.get_wrapped_key("k-missing"),
         lambda: storage.read_chunk("../escape", 0),
+        lambda: storage.put_audit_head(replace(_HEAD, time="2024-05-01T12:00:01.000000Z")),
     ]
+
+
+_HEAD = AuditHead(
+    seq=1,
+    hash="ab" * 32,
+    time="2024-05-01T12:00:00.000000Z",
+    signature=bytes(64),
+    public_key=bytes(32),
+)
 
 
 def test_storage_failures_cross_with_the_same_class_message_and_details(tmp_path, run):
@@ -252,6 +316,7 @@ def test_storage_failures_cross_with_the_same_class_message_and_details(tmp_path
         for name, adapter in (("local", local), ("grpc", remote)):
             run(adapter.create_session(session("ses_a")))
             run(adapter.store_chunk(chunk("ses_a", 0), b"first"))
+            run(adapter.put_audit_head(_HEAD))
             seen[name] = []
             for call in _failures(adapter):
                 with pytest.raises((LucidError, ValueError)) as caught:
@@ -273,6 +338,7 @@ def test_storage_failures_cross_with_the_same_class_message_and_details(tmp_path
             NotFoundError,
             NotFoundError,
             StorageError,
+            AlreadyExistsError,
         ]
 
 

@@ -20,14 +20,18 @@ from typing import Any, TypeVar
 
 import pytest
 
+from lucid_sessions.audit import GENESIS, AuditEvent, AuditHead, sign_head, verify_chain
+from lucid_sessions.crypto import ClusterKey
 from lucid_sessions.errors import (
     AlreadyExistsError,
     ChunkNotFoundError,
+    InvalidConfigError,
     NotFoundError,
     PipelineError,
     StorageError,
 )
 from lucid_sessions.storage.metadata import (
+    AuditPage,
     ChunkRecord,
     ManifestRecord,
     MetadataStore,
@@ -651,6 +655,192 @@ def test_a_session_without_a_manifest_raises_not_found(store, run):
     run(store.create_session(session("ses_a")))
     with pytest.raises(NotFoundError):
         run(store.get_manifest("ses_a"))
+
+
+# The audit log ---------------------------------------------------------------------------
+
+
+def event(n: int, **fields: Any) -> AuditEvent:
+    """The ``n``-th event of a small varied log: 3 subjects, 2 actions, targets by n % 4."""
+    values: dict[str, Any] = {
+        "time": ts(n),
+        "subject": ("alice", "bob", "carol")[n % 3],
+        "role": "admin",
+        "action": ("session.create", "chunk.download")[n % 2],
+        "target": f"ses_{n % 4}",
+        "outcome": "success" if n % 5 else "failure:409",
+        "request_id": f"req-{n}",
+        "details": {"n": n},
+    }
+    values.update(fields)
+    return AuditEvent(**values)
+
+
+def _all_entries(store: MetadataStore, run: Run[Any], **filters: Any) -> list[Any]:
+    entries, after = [], 0
+    while True:
+        page = run(store.list_audit(after_seq=after, limit=7, **filters))
+        entries.extend(page.items)
+        if page.next_after is None:
+            return entries
+        after = page.next_after
+
+
+def test_audit_appends_are_numbered_from_one_and_chained(store, run):
+    first = run(store.append_audit(event(0)))
+    second = run(store.append_audit(event(1)))
+    assert (first.seq, first.prev) == (1, GENESIS)
+    assert (second.seq, second.prev) == (2, first.hash)
+    for entry in (first, second):
+        assert entry.hash == entry.computed_hash()
+        assert len(entry.hash) == 64
+    assert list(run(store.list_audit()).items) == [first, second]
+
+
+def test_an_audit_entry_reads_back_with_every_field(store, run):
+    details = {
+        "text": "\u00e9quipe \u2014 \U0001f512",
+        "big": 2**62,
+        "neg": -1,
+        "yes": True,
+        "none": None,
+    }
+    sent = event(3, subject="s\u00fcbject", target="ses_a/12", details=details)
+    appended = run(store.append_audit(sent))
+    (got,) = run(store.list_audit()).items
+    assert got == appended
+    for name in ("time", "subject", "role", "action", "target", "outcome", "request_id"):
+        assert getattr(got, name) == getattr(sent, name)
+    assert dict(got.details) == details
+    assert type(got.details["big"]) is int and type(got.details["yes"]) is bool
+
+
+def test_concurrent_audit_appends_form_one_unbroken_chain(store, run):
+    async def append_many() -> None:
+        await asyncio.gather(*(store.append_audit(event(n)) for n in range(30)))
+
+    run(append_many())
+    entries = _all_entries(store, run)
+    assert [e.seq for e in entries] == list(range(1, 31))
+    assert verify_chain(entries, []).ok
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        ({}, list(range(20))),
+        ({"subject": "bob"}, [n for n in range(20) if n % 3 == 1]),
+        ({"action": "chunk.download"}, [n for n in range(20) if n % 2]),
+        ({"target": "ses_2"}, [2, 6, 10, 14, 18]),
+        ({"outcome": "failure:409"}, [0, 5, 10, 15]),
+        ({"since": ts(15)}, [15, 16, 17, 18, 19]),
+        ({"until": ts(3)}, [0, 1, 2]),
+        ({"since": ts(4), "until": ts(9)}, [4, 5, 6, 7, 8]),
+        ({"subject": "alice", "action": "session.create"}, [0, 6, 12, 18]),
+        ({"subject": "nobody"}, []),
+    ],
+)
+def test_audit_list_filters_combine(store, run, filters, expected):
+    for n in range(20):
+        run(store.append_audit(event(n)))
+    found = [e.details["n"] for e in _all_entries(store, run, **filters)]
+    assert found == expected
+
+
+def test_audit_list_pages_by_seq_with_a_cursor(store, run):
+    for n in range(10):
+        run(store.append_audit(event(n)))
+    first = run(store.list_audit(limit=4))
+    assert [e.seq for e in first.items] == [1, 2, 3, 4]
+    assert first.next_after == 4
+    second = run(store.list_audit(after_seq=first.next_after, limit=4))
+    assert [e.seq for e in second.items] == [5, 6, 7, 8]
+    last = run(store.list_audit(after_seq=8, limit=4))
+    assert [e.seq for e in last.items] == [9, 10]
+    assert last.next_after is None
+    exact = run(store.list_audit(after_seq=6, limit=4))
+    assert [e.seq for e in exact.items] == [7, 8, 9, 10]
+    assert exact.next_after is None
+    filtered = run(store.list_audit(subject="alice", limit=2))
+    assert [e.seq for e in filtered.items] == [1, 4]
+    assert filtered.next_after == 4
+
+
+def test_an_empty_audit_log_lists_nothing(store, run):
+    assert run(store.list_audit()) == AuditPage(items=(), next_after=None)
+    assert run(store.list_audit_heads()) == []
+    assert run(store.latest_audit_head()) is None
+
+
+def test_audit_heads_are_stored_once_per_seq_and_list_by_seq(store, run):
+    key = ClusterKey.generate()
+    entries = [run(store.append_audit(event(n))) for n in range(3)]
+    heads = [sign_head(key, entries[2], time=ts(30)), sign_head(key, entries[0], time=ts(10))]
+    for head in heads:
+        run(store.put_audit_head(head))
+    run(store.put_audit_head(heads[0]))
+    with pytest.raises(AlreadyExistsError):
+        run(store.put_audit_head(replace(heads[0], time=ts(31))))
+    assert run(store.list_audit_heads()) == [heads[1], heads[0]]
+    assert run(store.latest_audit_head()) == heads[0]
+    assert verify_chain(_all_entries(store, run), heads, key.public_key_bytes()).ok
+
+
+def test_audit_seq_continues_after_the_highest_head(store, run):
+    run(store.append_audit(event(0)))
+    run(
+        store.put_audit_head(
+            AuditHead(seq=5, hash="ab" * 32, time=ts(1), signature=b"s" * 64, public_key=b"k" * 32)
+        )
+    )
+    assert run(store.append_audit(event(1))).seq == 6
+
+
+# Revoked tokens --------------------------------------------------------------------------
+
+
+def test_a_revoked_token_is_refused_and_others_are_not(store, run):
+    assert not run(store.is_token_revoked("jti-1"))
+    run(store.revoke_token("jti-1", expires_at=2_000_000_000, subject="alice", reason="lost"))
+    assert run(store.is_token_revoked("jti-1"))
+    assert not run(store.is_token_revoked("jti-2"))
+    assert not run(store.is_token_revoked("x" * 500))
+    (record,) = run(store.list_revoked_tokens())
+    assert (record.jti, record.subject, record.reason, record.expires_at) == (
+        "jti-1",
+        "alice",
+        "lost",
+        2_000_000_000,
+    )
+    assert record.revoked_at.endswith("Z")
+
+
+def test_revoking_again_keeps_the_first_note_and_the_later_expiry(store, run):
+    run(store.revoke_token("jti-1", expires_at=2_000_000_000, subject="alice", reason="lost"))
+    run(store.revoke_token("jti-1", expires_at=1_000_000_000, subject="bob", reason="other"))
+    run(store.revoke_token("jti-1", expires_at=2_000_000_500, subject="bob", reason="other"))
+    (record,) = run(store.list_revoked_tokens())
+    assert (record.subject, record.reason, record.expires_at) == ("alice", "lost", 2_000_000_500)
+
+
+@pytest.mark.parametrize(
+    ("jti", "expires_at"),
+    [("", 1), ("x" * 129, 1), ("jti", "soon"), ("jti", True), ("jti", 1.5)],
+)
+def test_a_malformed_revocation_is_refused(store, run, jti, expires_at):
+    with pytest.raises(InvalidConfigError):
+        run(store.revoke_token(jti, expires_at=expires_at, subject="", reason=""))
+    assert run(store.list_revoked_tokens()) == []
+
+
+def test_purging_forgets_only_revocations_that_expired_before_the_time(store, run):
+    for jti, expires in (("old", 100), ("edge", 200), ("new", 300)):
+        run(store.revoke_token(jti, expires_at=expires, subject="s", reason="r"))
+    assert run(store.purge_revoked(200)) == 1
+    assert sorted(r.jti for r in run(store.list_revoked_tokens())) == ["edge", "new"]
+    assert not run(store.is_token_revoked("old"))
+    assert run(store.is_token_revoked("edge"))
+    assert run(store.purge_revoked(200)) == 0
 
 
 # SQLite only -----------------------------------------------------------------------------

@@ -1,19 +1,33 @@
-"""The storage component: a data directory behind the :class:`Storage` interface."""
+"""The storage component: a data directory behind the :class:`Storage` interface.
+
+It also signs the audit log's head (:mod:`lucid_sessions.audit`), because it is the one
+component that both holds the log and can read the cluster key: after every
+``audit_sign_every`` appended entries (inline, in the append that reaches the count), at
+most ``audit_sign_interval_s`` seconds after an entry that no head covers yet (a timer on
+the event loop, armed by that append), and at :meth:`StorageService.shutdown`. A failed
+signing is logged and retried at the next occasion; it never fails the append.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import shutil
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lucid_sessions.audit import AuditEntry, AuditEvent, AuditHead, sign_head
 from lucid_sessions.cluster.interfaces import StorageHealth
+from lucid_sessions.crypto import ClusterKey
 from lucid_sessions.errors import LucidError
 from lucid_sessions.storage.datadir import DataDir
 from lucid_sessions.storage.metadata import (
+    AuditPage,
     ChunkRecord,
     ManifestRecord,
     MetadataStore,
+    RevokedToken,
     SessionPage,
     SessionRecord,
     WrappedKeyRecord,
@@ -21,18 +35,41 @@ from lucid_sessions.storage.metadata import (
 
 __all__ = ["StorageService"]
 
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGN_EVERY = 100
+DEFAULT_SIGN_INTERVAL_S = 60.0
+_TAIL_PAGE = 500
+
 
 class StorageService:
     """Chunk files in a data directory and metadata in a :class:`MetadataStore`.
 
     The metadata store is the data directory's SQLite store unless another one (MongoDB)
-    is given.
+    is given. ``audit_signer`` signs audit heads (default: the data directory's cluster
+    key, loaded when first needed); ``audit_sign_every`` <= 0 or
+    ``audit_sign_interval_s`` <= 0 turns that trigger off.
     """
 
-    def __init__(self, datadir: DataDir, metadata: MetadataStore | None = None) -> None:
+    def __init__(
+        self,
+        datadir: DataDir,
+        metadata: MetadataStore | None = None,
+        *,
+        audit_signer: ClusterKey | None = None,
+        audit_sign_every: int = DEFAULT_SIGN_EVERY,
+        audit_sign_interval_s: float = DEFAULT_SIGN_INTERVAL_S,
+    ) -> None:
         self.datadir = datadir
         self.metadata: MetadataStore = metadata or datadir.store
         self.metadata_kind = "sqlite" if metadata is None else type(metadata).__name__
+        self._signer = audit_signer
+        self.audit_sign_every = audit_sign_every
+        self.audit_sign_interval_s = audit_sign_interval_s
+        self._unsigned = 0
+        self._sign_lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_tasks: set[asyncio.Task[Any]] = set()
 
     # metadata, delegated
 
@@ -106,8 +143,128 @@ class StorageService:
     async def get_manifest(self, session_id: str) -> ManifestRecord:
         return await self.metadata.get_manifest(session_id)
 
+    async def append_audit(self, event: AuditEvent) -> AuditEntry:
+        entry = await self.metadata.append_audit(event)
+        self._unsigned += 1
+        if 0 < self.audit_sign_every <= self._unsigned:
+            await self._sign_quietly()
+        else:
+            self._arm_timer()
+        return entry
+
+    async def list_audit(
+        self,
+        *,
+        subject: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        outcome: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> AuditPage:
+        return await self.metadata.list_audit(
+            subject=subject,
+            action=action,
+            target=target,
+            outcome=outcome,
+            since=since,
+            until=until,
+            after_seq=after_seq,
+            limit=limit,
+        )
+
+    async def put_audit_head(self, head: AuditHead) -> None:
+        await self.metadata.put_audit_head(head)
+
+    async def list_audit_heads(self) -> list[AuditHead]:
+        return await self.metadata.list_audit_heads()
+
+    async def latest_audit_head(self) -> AuditHead | None:
+        return await self.metadata.latest_audit_head()
+
+    async def revoke_token(self, jti: str, *, expires_at: int, subject: str, reason: str) -> None:
+        await self.metadata.revoke_token(jti, expires_at=expires_at, subject=subject, reason=reason)
+
+    async def is_token_revoked(self, jti: str) -> bool:
+        return await self.metadata.is_token_revoked(jti)
+
+    async def list_revoked_tokens(self) -> list[RevokedToken]:
+        return await self.metadata.list_revoked_tokens()
+
+    async def purge_revoked(self, before: int) -> int:
+        return await self.metadata.purge_revoked(before)
+
     async def close(self) -> None:
+        """Sign the audit head (see :meth:`shutdown`), then close the metadata store."""
+        await self.shutdown()
         await self.metadata.close()
+
+    # audit heads
+
+    async def sign_audit_head(self) -> AuditHead | None:
+        """Sign and store a head over the log's last entry, unless the latest head already
+        covers it; returns the new head (None when there was nothing to sign)."""
+        async with self._sign_lock:
+            self._disarm_timer()
+            latest = await self.metadata.latest_audit_head()
+            last = await self._last_entry(0 if latest is None else latest.seq)
+            if last is None or (latest is not None and latest.hash == last.hash):
+                self._unsigned = 0
+                return None
+            if self._signer is None:
+                self._signer = await asyncio.to_thread(self.datadir.cluster_key)
+            head = sign_head(self._signer, last)
+            await self.metadata.put_audit_head(head)
+            self._unsigned = 0
+            log.info("audit head signed seq=%d", head.seq)
+            return head
+
+    async def shutdown(self) -> None:
+        """Stop the signing timer and sign the head over the last entry. Leaves the
+        metadata store open (the data directory owns the SQLite one)."""
+        self._disarm_timer()
+        for task in list(self._timer_tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._sign_quietly()
+
+    async def _last_entry(self, after_seq: int) -> AuditEntry | None:
+        """The entry with the highest seq (scanning from ``after_seq``: the latest head's,
+        so normally fewer than ``audit_sign_every`` entries)."""
+        last: AuditEntry | None = None
+        while True:
+            page = await self.metadata.list_audit(after_seq=after_seq, limit=_TAIL_PAGE)
+            if page.items:
+                last = page.items[-1]
+            if page.next_after is None:
+                return last
+            after_seq = page.next_after
+
+    async def _sign_quietly(self) -> None:
+        try:
+            await self.sign_audit_head()
+        except (LucidError, OSError) as exc:
+            self._unsigned = 0  # try again after the next batch, not on every append
+            log.error("audit head signing failed: %s", exc)
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None or self.audit_sign_interval_s <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.audit_sign_interval_s, self._on_timer)
+
+    def _disarm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        task = asyncio.get_running_loop().create_task(self._sign_quietly())
+        self._timer_tasks.add(task)
+        task.add_done_callback(self._timer_tasks.discard)
 
     # chunk bytes
 

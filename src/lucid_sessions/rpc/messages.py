@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lucid_sessions.archive.processor import ProcessedChunk
+from lucid_sessions.audit import AuditEntry, AuditEvent, AuditHead
 from lucid_sessions.cluster.interfaces import (
     CaptureSpec,
     RecorderStatus,
@@ -28,8 +29,10 @@ from lucid_sessions.rpc.protos import (
     storage_pb2,
 )
 from lucid_sessions.storage.metadata import (
+    AuditPage,
     ChunkRecord,
     ManifestRecord,
+    RevokedToken,
     SessionPage,
     SessionRecord,
     WrappedKeyRecord,
@@ -37,6 +40,11 @@ from lucid_sessions.storage.metadata import (
 
 __all__ = [
     "dump_json",
+    "from_audit_entry",
+    "from_audit_event",
+    "from_audit_head",
+    "from_audit_page",
+    "from_revoked_token",
     "from_capture_spec",
     "from_chunk_record",
     "from_manifest",
@@ -50,6 +58,10 @@ __all__ = [
     "from_wrapped_key",
     "load_json",
     "optional",
+    "to_audit_entry",
+    "to_audit_event",
+    "to_audit_head",
+    "to_audit_page",
     "to_capture_spec",
     "to_chunk_record",
     "to_manifest",
@@ -57,6 +69,7 @@ __all__ = [
     "to_raw_chunk",
     "to_recorder_status",
     "to_recording_end",
+    "to_revoked_token",
     "to_session",
     "to_session_page",
     "to_storage_health",
@@ -267,6 +280,100 @@ def from_storage_health(message: storage_pb2.StorageHealth) -> StorageHealth:
         total_bytes=message.total_bytes,
         metadata=message.metadata,
         detail=message.detail,
+    )
+
+
+# The audit log and revoked tokens
+
+_EVENT_FIELDS = ("time", "subject", "role", "action", "target", "outcome", "request_id")
+
+
+def to_audit_event(event: AuditEvent) -> storage_pb2.AuditEvent:
+    return storage_pb2.AuditEvent(
+        details_json=dump_json(event.details),
+        **{name: getattr(event, name) for name in _EVENT_FIELDS},
+    )
+
+
+def from_audit_event(message: storage_pb2.AuditEvent) -> AuditEvent:
+    """The event, validated (InvalidConfigError for a malformed one)."""
+    return AuditEvent(
+        details=load_json(message.details_json),
+        **{name: getattr(message, name) for name in _EVENT_FIELDS},
+    )
+
+
+def to_audit_entry(entry: AuditEntry) -> storage_pb2.AuditEntry:
+    return storage_pb2.AuditEntry(
+        seq=entry.seq,
+        details_json=dump_json(entry.details),
+        prev=entry.prev,
+        hash=entry.hash,
+        **{name: getattr(entry, name) for name in _EVENT_FIELDS},
+    )
+
+
+def from_audit_entry(message: storage_pb2.AuditEntry) -> AuditEntry:
+    return AuditEntry(
+        seq=message.seq,
+        details=load_json(message.details_json),
+        prev=message.prev,
+        hash=message.hash,
+        **{name: getattr(message, name) for name in _EVENT_FIELDS},
+    )
+
+
+def to_audit_page(page: AuditPage) -> storage_pb2.AuditPage:
+    message = storage_pb2.AuditPage(items=[to_audit_entry(e) for e in page.items])
+    if page.next_after is not None:
+        message.next_after = page.next_after
+    return message
+
+
+def from_audit_page(message: storage_pb2.AuditPage) -> AuditPage:
+    return AuditPage(
+        items=tuple(from_audit_entry(e) for e in message.items),
+        next_after=optional(message, "next_after"),
+    )
+
+
+def to_audit_head(head: AuditHead) -> storage_pb2.AuditHead:
+    return storage_pb2.AuditHead(
+        seq=head.seq,
+        hash=head.hash,
+        time=head.time,
+        signature=head.signature,
+        public_key=head.public_key,
+    )
+
+
+def from_audit_head(message: storage_pb2.AuditHead) -> AuditHead:
+    return AuditHead(
+        seq=message.seq,
+        hash=message.hash,
+        time=message.time,
+        signature=message.signature,
+        public_key=message.public_key,
+    )
+
+
+def to_revoked_token(record: RevokedToken) -> storage_pb2.RevokedToken:
+    return storage_pb2.RevokedToken(
+        jti=record.jti,
+        subject=record.subject,
+        reason=record.reason,
+        revoked_at=record.revoked_at,
+        expires_at=record.expires_at,
+    )
+
+
+def from_revoked_token(message: storage_pb2.RevokedToken) -> RevokedToken:
+    return RevokedToken(
+        jti=message.jti,
+        subject=message.subject,
+        reason=message.reason,
+        revoked_at=message.revoked_at,
+        expires_at=message.expires_at,
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import grpc.aio
 from google.protobuf.empty_pb2 import Empty
 
+from lucid_sessions.audit import AuditEntry, AuditEvent, AuditHead
 from lucid_sessions.cluster.interfaces import Storage, StorageHealth
 from lucid_sessions.errors import InvalidConfigError
 from lucid_sessions.rpc import messages as m
@@ -23,11 +24,14 @@ from lucid_sessions.rpc.channel import ComponentClient
 from lucid_sessions.rpc.protos import records_pb2, storage_pb2, storage_pb2_grpc
 from lucid_sessions.rpc.servicer import Context, server_stream, unary
 from lucid_sessions.storage.metadata import (
+    AuditPage,
     ChunkRecord,
     ManifestRecord,
+    RevokedToken,
     SessionPage,
     SessionRecord,
     WrappedKeyRecord,
+    check_revocation,
 )
 
 __all__ = ["PIECE_BYTES", "SERVICE", "StorageClient", "add_storage_servicer"]
@@ -191,6 +195,80 @@ class _StorageServicer(storage_pb2_grpc.StorageServicer):
     ) -> storage_pb2.StorageHealth:
         return m.to_storage_health(await self._local.health())
 
+    @unary
+    async def AppendAudit(
+        self, request: storage_pb2.AuditEvent, context: Context
+    ) -> storage_pb2.AuditEntry:
+        return m.to_audit_entry(await self._local.append_audit(m.from_audit_event(request)))
+
+    @unary
+    async def ListAudit(
+        self, request: storage_pb2.ListAuditRequest, context: Context
+    ) -> storage_pb2.AuditPage:
+        page = await self._local.list_audit(
+            subject=m.optional(request, "subject"),
+            action=m.optional(request, "action"),
+            target=m.optional(request, "target"),
+            outcome=m.optional(request, "outcome"),
+            since=m.optional(request, "since"),
+            until=m.optional(request, "until"),
+            after_seq=request.after_seq,
+            limit=request.limit,
+        )
+        return m.to_audit_page(page)
+
+    @unary
+    async def PutAuditHead(self, request: storage_pb2.AuditHead, context: Context) -> Empty:
+        await self._local.put_audit_head(m.from_audit_head(request))
+        return _EMPTY
+
+    @unary
+    async def ListAuditHeads(
+        self, request: storage_pb2.ListAuditHeadsRequest, context: Context
+    ) -> storage_pb2.AuditHeadList:
+        heads = await self._local.list_audit_heads()
+        return storage_pb2.AuditHeadList(items=[m.to_audit_head(h) for h in heads])
+
+    @unary
+    async def LatestAuditHead(
+        self, request: storage_pb2.LatestAuditHeadRequest, context: Context
+    ) -> storage_pb2.LatestAuditHeadReply:
+        head = await self._local.latest_audit_head()
+        if head is None:
+            return storage_pb2.LatestAuditHeadReply()
+        return storage_pb2.LatestAuditHeadReply(head=m.to_audit_head(head))
+
+    @unary
+    async def RevokeToken(self, request: storage_pb2.RevokeTokenRequest, context: Context) -> Empty:
+        await self._local.revoke_token(
+            request.jti,
+            expires_at=request.expires_at,
+            subject=request.subject,
+            reason=request.reason,
+        )
+        return _EMPTY
+
+    @unary
+    async def IsTokenRevoked(
+        self, request: storage_pb2.IsTokenRevokedRequest, context: Context
+    ) -> storage_pb2.IsTokenRevokedReply:
+        revoked = await self._local.is_token_revoked(request.jti)
+        return storage_pb2.IsTokenRevokedReply(revoked=revoked)
+
+    @unary
+    async def ListRevokedTokens(
+        self, request: storage_pb2.ListRevokedTokensRequest, context: Context
+    ) -> storage_pb2.RevokedTokenList:
+        records = await self._local.list_revoked_tokens()
+        return storage_pb2.RevokedTokenList(items=[m.to_revoked_token(r) for r in records])
+
+    @unary
+    async def PurgeRevoked(
+        self, request: storage_pb2.PurgeRevokedRequest, context: Context
+    ) -> storage_pb2.PurgeRevokedReply:
+        removed = await self._local.purge_revoked(request.before)
+        return storage_pb2.PurgeRevokedReply(removed=removed)
+
 
 def add_storage_servicer(server: grpc.aio.Server, local: Storage) -> str:
     """Serve ``local`` as ``lucid.v1.Storage`` on ``server``; returns the service name."""
@@ -323,3 +401,60 @@ class StorageClient(ComponentClient):
 
     async def health(self) -> StorageHealth:
         return m.from_storage_health(await self._call("Health", storage_pb2.HealthRequest()))
+
+    async def append_audit(self, event: AuditEvent) -> AuditEntry:
+        return m.from_audit_entry(await self._call("AppendAudit", m.to_audit_event(event)))
+
+    async def list_audit(
+        self,
+        *,
+        subject: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        outcome: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> AuditPage:
+        request = storage_pb2.ListAuditRequest(
+            subject=subject,
+            action=action,
+            target=target,
+            outcome=outcome,
+            since=since,
+            until=until,
+            after_seq=after_seq,
+            limit=limit,
+        )
+        return m.from_audit_page(await self._call("ListAudit", request))
+
+    async def put_audit_head(self, head: AuditHead) -> None:
+        await self._call("PutAuditHead", m.to_audit_head(head))
+
+    async def list_audit_heads(self) -> list[AuditHead]:
+        reply = await self._call("ListAuditHeads", storage_pb2.ListAuditHeadsRequest())
+        return [m.from_audit_head(item) for item in reply.items]
+
+    async def latest_audit_head(self) -> AuditHead | None:
+        reply = await self._call("LatestAuditHead", storage_pb2.LatestAuditHeadRequest())
+        return m.from_audit_head(reply.head) if reply.HasField("head") else None
+
+    async def revoke_token(self, jti: str, *, expires_at: int, subject: str, reason: str) -> None:
+        check_revocation(jti, expires_at)  # what protobuf cannot carry, refused as the store would
+        request = storage_pb2.RevokeTokenRequest(
+            jti=jti, expires_at=expires_at, subject=subject, reason=reason
+        )
+        await self._call("RevokeToken", request)
+
+    async def is_token_revoked(self, jti: str) -> bool:
+        request = storage_pb2.IsTokenRevokedRequest(jti=jti)
+        return bool((await self._call("IsTokenRevoked", request)).revoked)
+
+    async def list_revoked_tokens(self) -> list[RevokedToken]:
+        reply = await self._call("ListRevokedTokens", storage_pb2.ListRevokedTokensRequest())
+        return [m.from_revoked_token(item) for item in reply.items]
+
+    async def purge_revoked(self, before: int) -> int:
+        request = storage_pb2.PurgeRevokedRequest(before=before)
+        return int((await self._call("PurgeRevoked", request)).removed)

@@ -4,6 +4,13 @@ Writes run on the store's own thread, one at a time, so SQLite's locks and fsync
 block an event loop; a whole write method is one transaction. Reads run inline on a
 separate read-only connection: in WAL mode they never wait for the writer. Indexed
 columns carry what lists filter and sort on; the rest of a record is kept as JSON.
+
+The schema carries a version in ``meta``. Opening an older database applies the
+migrations it lacks (each only adds tables and indexes, so it is idempotent) in the same
+transaction; a newer one is refused. Version 2 added the audit log, its signed heads and
+the revoked tokens. Audit entries are plain columns, one per field, so that what
+verification reads is exactly what was written (and an edit made outside the store is
+exactly what it sees).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from lucid_sessions.audit import GENESIS, AuditEntry, AuditEvent, AuditHead, chain_entry
 from lucid_sessions.errors import (
     AlreadyExistsError,
     ChunkNotFoundError,
@@ -29,18 +37,23 @@ from lucid_sessions.errors import (
     StorageError,
 )
 from lucid_sessions.storage.metadata import (
+    MAX_JTI_LENGTH,
+    MAX_REVOCATION_NOTE,
     SESSION_FIELDS,
+    AuditPage,
     ChunkRecord,
     ManifestRecord,
+    RevokedToken,
     SessionPage,
     SessionRecord,
     WrappedKeyRecord,
+    check_revocation,
     utc_now,
 )
 
 __all__ = ["SQLiteStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (
@@ -80,6 +93,92 @@ CREATE TABLE IF NOT EXISTS manifests (
     created_at TEXT NOT NULL
 );
 """
+_MIGRATIONS: dict[int, str] = {
+    # from version 1 to 2: the audit log, its signed heads, revoked tokens
+    1: """
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    role TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    details TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_subject ON audit_log (subject, seq);
+CREATE INDEX IF NOT EXISTS audit_action ON audit_log (action, seq);
+CREATE INDEX IF NOT EXISTS audit_target ON audit_log (target, seq);
+CREATE INDEX IF NOT EXISTS audit_time ON audit_log (time);
+CREATE TABLE IF NOT EXISTS audit_heads (
+    seq INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL,
+    time TEXT NOT NULL,
+    signature BLOB NOT NULL,
+    public_key BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+    jti TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    revoked_at TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS revoked_tokens_expiry ON revoked_tokens (expires_at);
+""",
+}
+"""SQL that takes the schema from the key's version to the next; idempotent."""
+
+_AUDIT_COLUMNS = (
+    "seq, time, subject, role, action, target, outcome, request_id, details, prev, hash"
+)
+_HEAD_COLUMNS = "seq, hash, time, signature, public_key"
+_REVOKED_COLUMNS = "jti, subject, reason, revoked_at, expires_at"
+
+
+def _statements(script: str) -> list[str]:
+    return [statement for statement in script.split(";") if statement.strip()]
+
+
+def _audit_from_row(row: Sequence[Any]) -> AuditEntry:
+    """An entry as stored, even when edited outside the store (see the metadata rules)."""
+    text = row[8]
+    try:
+        details = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        details = None
+    if not isinstance(details, dict):
+        details = {"malformed": str(text)[:1000]}
+    return AuditEntry(
+        seq=int(row[0]),
+        time=str(row[1]),
+        subject=str(row[2]),
+        role=str(row[3]),
+        action=str(row[4]),
+        target=str(row[5]),
+        outcome=str(row[6]),
+        request_id=str(row[7]),
+        details=details,
+        prev=str(row[9]),
+        hash=str(row[10]),
+    )
+
+
+def _head_from_row(row: Sequence[Any]) -> AuditHead:
+    return AuditHead(
+        seq=int(row[0]),
+        hash=str(row[1]),
+        time=str(row[2]),
+        signature=bytes(row[3]),
+        public_key=bytes(row[4]),
+    )
+
+
+def _revoked_from_row(row: Sequence[Any]) -> RevokedToken:
+    return RevokedToken(str(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]))
 
 
 def _session_json(record: SessionRecord) -> str:
@@ -145,21 +244,28 @@ class SQLiteStore:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA busy_timeout=5000")
             with self._tx() as db:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row is None:
-                    db.execute(
-                        "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-                    )
-                elif row[0] != str(SCHEMA_VERSION):
-                    raise StorageError(
-                        f"metadata database {self.path} has schema version {row[0]}; "
-                        f"this program reads version {SCHEMA_VERSION}"
-                    )
+                self._migrate(db)
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"cannot open metadata database {self.path}: {exc}") from exc
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Create the schema, or bring an older one up to :data:`SCHEMA_VERSION`."""
+        for statement in _statements(_SCHEMA):
+            db.execute(statement)
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        found = "1" if row is None else str(row[0])  # _SCHEMA is version 1
+        version = int(found) if found.isdigit() else 0
+        if not 1 <= version <= SCHEMA_VERSION:
+            raise StorageError(
+                f"metadata database {self.path} has schema version {found}; "
+                f"this program reads version {SCHEMA_VERSION}"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            for statement in _statements(_MIGRATIONS[step]):
+                db.execute(statement)
+        db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -446,6 +552,133 @@ class SQLiteStore:
             raise NotFoundError(f"session {session_id} has no manifest (not finalised)")
         r = rows[0]
         return ManifestRecord(r[0], bytes(r[1]), bytes(r[2]), bytes(r[3]), r[4])
+
+    # the audit log
+
+    @_offloaded
+    def append_audit(self, event: AuditEvent) -> AuditEntry:
+        with self._tx() as db:
+            last = db.execute(
+                "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            # Never reuse a seq a head has named, even if entries after it were deleted:
+            # the gap stays visible to verification.
+            head = db.execute("SELECT MAX(seq) FROM audit_heads").fetchone()
+            top = max(last[0] if last else 0, head[0] or 0)
+            entry = chain_entry(event, seq=top + 1, prev=last[1] if last else GENESIS)
+            db.execute(
+                f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry.seq,
+                    entry.time,
+                    entry.subject,
+                    entry.role,
+                    entry.action,
+                    entry.target,
+                    entry.outcome,
+                    entry.request_id,
+                    json.dumps(dict(entry.details), sort_keys=True, ensure_ascii=False),
+                    entry.prev,
+                    entry.hash,
+                ),
+            )
+        return entry
+
+    async def list_audit(
+        self,
+        *,
+        subject: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        outcome: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> AuditPage:
+        where: list[str] = ["seq > ?"]
+        args: list[Any] = [after_seq]
+        for column, value in (
+            ("subject", subject),
+            ("action", action),
+            ("target", target),
+            ("outcome", outcome),
+        ):
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(value)
+        if since is not None:
+            where.append("time >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("time < ?")
+            args.append(until)
+        rows = self._read(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE {' AND '.join(where)} "
+            "ORDER BY seq LIMIT ?",
+            [*args, max(limit, 0) + 1],
+        )
+        items = tuple(_audit_from_row(r) for r in rows[: max(limit, 0)])
+        more = len(rows) > len(items) and items
+        return AuditPage(items=items, next_after=items[-1].seq if more else None)
+
+    @_offloaded
+    def put_audit_head(self, head: AuditHead) -> None:
+        with self._tx() as db:
+            row = db.execute(
+                f"SELECT {_HEAD_COLUMNS} FROM audit_heads WHERE seq=?", (head.seq,)
+            ).fetchone()
+            if row is not None:
+                if _head_from_row(row) == head:
+                    return
+                raise AlreadyExistsError(f"the audit log already has a head at entry {head.seq}")
+            db.execute(
+                f"INSERT INTO audit_heads ({_HEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                (head.seq, head.hash, head.time, head.signature, head.public_key),
+            )
+
+    async def list_audit_heads(self) -> list[AuditHead]:
+        rows = self._read(f"SELECT {_HEAD_COLUMNS} FROM audit_heads ORDER BY seq")
+        return [_head_from_row(r) for r in rows]
+
+    async def latest_audit_head(self) -> AuditHead | None:
+        rows = self._read(f"SELECT {_HEAD_COLUMNS} FROM audit_heads ORDER BY seq DESC LIMIT 1")
+        return _head_from_row(rows[0]) if rows else None
+
+    # revoked tokens
+
+    @_offloaded
+    def revoke_token(self, jti: str, *, expires_at: int, subject: str, reason: str) -> None:
+        check_revocation(jti, expires_at)
+        with self._tx() as db:
+            db.execute(
+                f"INSERT INTO revoked_tokens ({_REVOKED_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (jti) DO UPDATE SET "
+                "expires_at = MAX(expires_at, excluded.expires_at)",
+                (
+                    jti,
+                    subject[:MAX_REVOCATION_NOTE],
+                    reason[:MAX_REVOCATION_NOTE],
+                    utc_now(),
+                    expires_at,
+                ),
+            )
+
+    async def is_token_revoked(self, jti: str) -> bool:
+        if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_LENGTH:
+            return False  # no valid token carries such an id; the verifier refuses it
+        return bool(self._read("SELECT 1 FROM revoked_tokens WHERE jti=?", (jti,)))
+
+    async def list_revoked_tokens(self) -> list[RevokedToken]:
+        rows = self._read(f"SELECT {_REVOKED_COLUMNS} FROM revoked_tokens ORDER BY revoked_at, jti")
+        return [_revoked_from_row(r) for r in rows]
+
+    @_offloaded
+    def purge_revoked(self, before: int) -> int:
+        with self._tx() as db:
+            cursor = db.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (before,))
+            return int(cursor.rowcount)
 
     async def close(self) -> None:
         def shut() -> None:

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from fastapi.routing import APIRoute
 
 from lucid_sessions.api.routes import (
+    audit,
     chunks,
     evidence,
     frames,
@@ -29,6 +30,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     pipeline.router,
     statistics.router,
     system.router,
+    audit.router,
 )
 
 

@@ -221,3 +221,171 @@ class ChunkSequenceList(_message.Message):
 class HealthRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class AuditEvent(_message.Message):
+    __slots__ = ("time", "subject", "role", "action", "target", "outcome", "request_id", "details_json")
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    time: str
+    subject: str
+    role: str
+    action: str
+    target: str
+    outcome: str
+    request_id: str
+    details_json: str
+    def __init__(self, time: _Optional[str] = ..., subject: _Optional[str] = ..., role: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., outcome: _Optional[str] = ..., request_id: _Optional[str] = ..., details_json: _Optional[str] = ...) -> None: ...
+
+class AuditEntry(_message.Message):
+    __slots__ = ("seq", "time", "subject", "role", "action", "target", "outcome", "request_id", "details_json", "prev", "hash")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_JSON_FIELD_NUMBER: _ClassVar[int]
+    PREV_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    time: str
+    subject: str
+    role: str
+    action: str
+    target: str
+    outcome: str
+    request_id: str
+    details_json: str
+    prev: str
+    hash: str
+    def __init__(self, seq: _Optional[int] = ..., time: _Optional[str] = ..., subject: _Optional[str] = ..., role: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., outcome: _Optional[str] = ..., request_id: _Optional[str] = ..., details_json: _Optional[str] = ..., prev: _Optional[str] = ..., hash: _Optional[str] = ...) -> None: ...
+
+class AuditHead(_message.Message):
+    __slots__ = ("seq", "hash", "time", "signature", "public_key")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    hash: str
+    time: str
+    signature: bytes
+    public_key: bytes
+    def __init__(self, seq: _Optional[int] = ..., hash: _Optional[str] = ..., time: _Optional[str] = ..., signature: _Optional[bytes] = ..., public_key: _Optional[bytes] = ...) -> None: ...
+
+class ListAuditRequest(_message.Message):
+    __slots__ = ("subject", "action", "target", "outcome", "since", "until", "after_seq", "limit")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    subject: str
+    action: str
+    target: str
+    outcome: str
+    since: str
+    until: str
+    after_seq: int
+    limit: int
+    def __init__(self, subject: _Optional[str] = ..., action: _Optional[str] = ..., target: _Optional[str] = ..., outcome: _Optional[str] = ..., since: _Optional[str] = ..., until: _Optional[str] = ..., after_seq: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class AuditPage(_message.Message):
+    __slots__ = ("items", "next_after")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    next_after: int
+    def __init__(self, items: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ..., next_after: _Optional[int] = ...) -> None: ...
+
+class ListAuditHeadsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AuditHeadList(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[AuditHead]
+    def __init__(self, items: _Optional[_Iterable[_Union[AuditHead, _Mapping]]] = ...) -> None: ...
+
+class LatestAuditHeadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LatestAuditHeadReply(_message.Message):
+    __slots__ = ("head",)
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    head: AuditHead
+    def __init__(self, head: _Optional[_Union[AuditHead, _Mapping]] = ...) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ("jti", "expires_at", "subject", "reason")
+    JTI_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    jti: str
+    expires_at: int
+    subject: str
+    reason: str
+    def __init__(self, jti: _Optional[str] = ..., expires_at: _Optional[int] = ..., subject: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class IsTokenRevokedRequest(_message.Message):
+    __slots__ = ("jti",)
+    JTI_FIELD_NUMBER: _ClassVar[int]
+    jti: str
+    def __init__(self, jti: _Optional[str] = ...) -> None: ...
+
+class IsTokenRevokedReply(_message.Message):
+    __slots__ = ("revoked",)
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    revoked: bool
+    def __init__(self, revoked: _Optional[bool] = ...) -> None: ...
+
+class ListRevokedTokensRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RevokedToken(_message.Message):
+    __slots__ = ("jti", "subject", "reason", "revoked_at", "expires_at")
+    JTI_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    jti: str
+    subject: str
+    reason: str
+    revoked_at: str
+    expires_at: int
+    def __init__(self, jti: _Optional[str] = ..., subject: _Optional[str] = ..., reason: _Optional[str] = ..., revoked_at: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...
+
+class RevokedTokenList(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[RevokedToken]
+    def __init__(self, items: _Optional[_Iterable[_Union[RevokedToken, _Mapping]]] = ...) -> None: ...
+
+class PurgeRevokedRequest(_message.Message):
+    __slots__ = ("before",)
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    before: int
+    def __init__(self, before: _Optional[int] = ...) -> None: ...
+
+class PurgeRevokedReply(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...

@@ -126,6 +126,51 @@ class StorageStub:
                 request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.HealthRequest.SerializeToString,
                 response_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.StorageHealth.FromString,
                 _registered_method=True)
+        self.AppendAudit = channel.unary_unary(
+                '/lucid.v1.Storage/AppendAudit',
+                request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditEvent.SerializeToString,
+                response_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditEntry.FromString,
+                _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/lucid.v1.Storage/ListAudit',
+                request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditPage.FromString,
+                _registered_method=True)
+        self.PutAuditHead = channel.unary_unary(
+                '/lucid.v1.Storage/PutAuditHead',
+                request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditHead.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListAuditHeads = channel.unary_unary(
+                '/lucid.v1.Storage/ListAuditHeads',
+                request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ListAuditHeadsRequest.SerializeToString,
+                response_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditHeadList.FromString,
+                _registered_method=True)
+        self.LatestAuditHead = channel.unary_unary(
+                '/lucid.v1.Storage/LatestAuditHead',
+                request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.LatestAuditHeadRequest.SerializeToString,
+                response_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.LatestAuditHeadReply.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/lucid.v1.Storage/RevokeToken',
+                request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.IsTokenRevoked = channel.unary_unary(
+                '/lucid.v1.Storage/IsTokenRevoked',
+                request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.IsTokenRevokedRequest.SerializeToString,
+                response_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.IsTokenRevokedReply.FromString,
+                _registered_method=True)
+        self.ListRevokedTokens = channel.unary_unary(
+                '/lucid.v1.Storage/ListRevokedTokens',
+                request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ListRevokedTokensRequest.SerializeToString,
+                response_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.RevokedTokenList.FromString,
+                _registered_method=True)
+        self.PurgeRevoked = channel.unary_unary(
+                '/lucid.v1.Storage/PurgeRevoked',
+                request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.PurgeRevokedRequest.SerializeToString,
+                response_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.PurgeRevokedReply.FromString,
+                _registered_method=True)
 
 
 class StorageServicer:
@@ -241,6 +286,61 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendAudit(self, request, context):
+        """The audit log (lucid_sessions.audit) and the token revocation list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAudit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutAuditHead(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditHeads(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LatestAuditHead(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IsTokenRevoked(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRevokedTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeRevoked(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StorageServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -333,6 +433,51 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.HealthRequest.FromString,
                     response_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.StorageHealth.SerializeToString,
+            ),
+            'AppendAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendAudit,
+                    request_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditEvent.FromString,
+                    response_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditEntry.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ListAuditRequest.FromString,
+                    response_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditPage.SerializeToString,
+            ),
+            'PutAuditHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutAuditHead,
+                    request_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditHead.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ListAuditHeads': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditHeads,
+                    request_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ListAuditHeadsRequest.FromString,
+                    response_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditHeadList.SerializeToString,
+            ),
+            'LatestAuditHead': grpc.unary_unary_rpc_method_handler(
+                    servicer.LatestAuditHead,
+                    request_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.LatestAuditHeadRequest.FromString,
+                    response_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.LatestAuditHeadReply.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'IsTokenRevoked': grpc.unary_unary_rpc_method_handler(
+                    servicer.IsTokenRevoked,
+                    request_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.IsTokenRevokedRequest.FromString,
+                    response_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.IsTokenRevokedReply.SerializeToString,
+            ),
+            'ListRevokedTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevokedTokens,
+                    request_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ListRevokedTokensRequest.FromString,
+                    response_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.RevokedTokenList.SerializeToString,
+            ),
+            'PurgeRevoked': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeRevoked,
+                    request_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.PurgeRevokedRequest.FromString,
+                    response_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.PurgeRevokedReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -821,6 +966,249 @@ class Storage:
             '/lucid.v1.Storage/Health',
             lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.HealthRequest.SerializeToString,
             lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.StorageHealth.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lucid.v1.Storage/AppendAudit',
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditEvent.SerializeToString,
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditEntry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lucid.v1.Storage/ListAudit',
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ListAuditRequest.SerializeToString,
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutAuditHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lucid.v1.Storage/PutAuditHead',
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditHead.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditHeads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lucid.v1.Storage/ListAuditHeads',
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ListAuditHeadsRequest.SerializeToString,
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditHeadList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LatestAuditHead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lucid.v1.Storage/LatestAuditHead',
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.LatestAuditHeadRequest.SerializeToString,
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.LatestAuditHeadReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lucid.v1.Storage/RevokeToken',
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.RevokeTokenRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IsTokenRevoked(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lucid.v1.Storage/IsTokenRevoked',
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.IsTokenRevokedRequest.SerializeToString,
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.IsTokenRevokedReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevokedTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lucid.v1.Storage/ListRevokedTokens',
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ListRevokedTokensRequest.SerializeToString,
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.RevokedTokenList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeRevoked(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lucid.v1.Storage/PurgeRevoked',
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.PurgeRevokedRequest.SerializeToString,
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.PurgeRevokedReply.FromString,
             options,
             channel_credentials,
             insecure,
