@@ -12,6 +12,15 @@ Every setting, its variable and its TOML key (``[section] key``)::
     queue size          LUCID_QUEUE_SIZE            [pipeline] queue_size = 8
     pipeline workers    LUCID_PIPELINE_WORKERS      [pipeline] workers = 2
     processor threads   LUCID_PROCESSOR_THREADS     [processor] threads = 2
+    API TLS             LUCID_API_TLS_CERT / _KEY   [api] tls_cert, tls_key (PEM files)
+    API mutual TLS      LUCID_API_TLS_CLIENT_CA     [api] tls_client_ca
+    gRPC TLS            LUCID_GRPC_TLS_CERT / _KEY  [grpc] tls_cert, tls_key
+    gRPC CA             LUCID_GRPC_TLS_CA           [grpc] tls_ca
+    gRPC mutual TLS     LUCID_GRPC_REQUIRE_CLIENT_CERT  [grpc] require_client_cert = false
+    gRPC TLS name       LUCID_GRPC_TLS_SERVER_NAME  [grpc] tls_server_name (explicit only)
+
+TLS settings, what each side presents and verifies: see :mod:`lucid_sessions.cluster.tls`
+(the command line passes them as ``tls={field: value}``).
 
 Security settings (``[auth]``, ``[rate_limits]``, ``[redis]``): see
 :mod:`lucid_sessions.security.settings`.
@@ -28,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lucid_sessions.cluster.tls import TlsConfig, check_tls, load_tls
 from lucid_sessions.errors import InvalidConfigError
 from lucid_sessions.security.settings import SecurityConfig, load_security
 from lucid_sessions.storage.datadir import default_data_dir
@@ -59,6 +69,8 @@ class ClusterConfig:
     processor_threads: int = 2
     security: SecurityConfig = field(default_factory=SecurityConfig)
     """Token verification, rate limits and Redis (see :mod:`lucid_sessions.security.settings`)."""
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    """HTTPS for the API, TLS for gRPC (see :mod:`lucid_sessions.cluster.tls`)."""
 
     @property
     def local(self) -> frozenset[str]:
@@ -70,6 +82,13 @@ class ClusterConfig:
     @property
     def all_in_one(self) -> bool:
         return self.local == frozenset(COMPONENTS)
+
+    @property
+    def grpc_served(self) -> tuple[str, ...]:
+        """Internal components this process serves gRPC for (none all-in-one)."""
+        if self.all_in_one:
+            return ()
+        return tuple(c for c in INTERNAL if c in self.local)
 
     def address(self, component: str) -> str:
         """Where a component runs when it is not local."""
@@ -154,6 +173,7 @@ def load_config(
         if value is not None:
             values[name] = _int(value, name.replace("_", " "), errors, low, high)
     values["security"] = load_security(raw, setting, errors)
+    values["tls"] = load_tls(raw, setting, errors, overrides.pop("tls", None))
     for key, value in overrides.items():
         if value is None:
             continue
@@ -164,6 +184,7 @@ def load_config(
         else:
             values[key] = value
     config = replace(config, **values, ports=ports, addresses=addresses)
+    errors += check_tls(config.tls, grpc_served=config.grpc_served)
     for target in config.targets:
         if target not in (*COMPONENTS, "all"):
             errors.append(f"unknown target {target!r}: choose from all, {', '.join(COMPONENTS)}")

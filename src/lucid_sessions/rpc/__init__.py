@@ -21,6 +21,10 @@ client
 server
     :func:`serve` runs any set of servicers on one port with the standard gRPC health
     service (:mod:`.server`).
+TLS
+    :func:`server_credentials`, :func:`channel_credentials` and :func:`channel_options`
+    build gRPC credentials from the cluster's TLS material (:mod:`.tls`); a client
+    whose connection fails like a TLS mismatch says so in its Unavailable error.
 error mapping
     A LucidError raised by the local object is raised again on the client as the same
     class with the same message and details; an unreachable peer or a missed deadline
@@ -66,6 +70,7 @@ from lucid_sessions.rpc.processor import ProcessorClient, add_processor_servicer
 from lucid_sessions.rpc.recorder import RecorderClient, add_recorder_servicer
 from lucid_sessions.rpc.server import COMPONENTS, HEALTH_SERVICE, RpcServer, serve
 from lucid_sessions.rpc.storage import StorageClient, add_storage_servicer
+from lucid_sessions.rpc.tls import channel_credentials, channel_options, server_credentials
 
 __all__ = [
     "COMPONENTS",
@@ -83,6 +88,9 @@ __all__ = [
     "add_processor_servicer",
     "add_recorder_servicer",
     "add_storage_servicer",
+    "channel_credentials",
+    "channel_options",
     "open_channel",
     "serve",
+    "server_credentials",
 ]

@@ -10,6 +10,11 @@ misses its deadline or cannot reach the peer raises
 Calls fail fast while the peer is down rather than waiting for it; the channel keeps
 reconnecting in the background (within 5 s of the peer's return).
 
+TLS: pass ``credentials`` (see :mod:`.tls`). A connection that fails the way a TLS
+mismatch does (a failed handshake or certificate check; the peer closing the connection
+while it is set up, which is what a TLS server does to a plaintext client or to a client
+without an acceptable certificate) raises Unavailable whose message says so first.
+
 Build a client inside the event loop that will use it: a grpc.aio channel belongs to
 one loop.
 """
@@ -23,6 +28,7 @@ from typing import Any, ClassVar, Self
 import grpc
 import grpc.aio
 
+from lucid_sessions.cluster.interfaces import Unavailable
 from lucid_sessions.rpc.errors import error_from_rpc
 
 __all__ = [
@@ -68,6 +74,35 @@ def open_channel(
     return grpc.aio.secure_channel(address, credentials, options=merged)
 
 
+def _tls_hint(details: str, *, tls: bool | None, peer: str) -> str:
+    """A sentence naming the likely TLS mismatch behind a failed connection, or "".
+
+    gRPC reports a failed handshake or certificate check on the client in words; a server
+    refusing the client's handshake (plaintext, or no or an untrusted client certificate)
+    only shows as the socket closing while the connection is set up.
+    """
+    text = details.lower()
+    if tls is not False and any(w in text for w in ("handshake", "verification", "certificate")):
+        return (
+            f"TLS handshake with {peer} failed: check that it serves TLS and that its "
+            "certificate chains to grpc tls_ca and names the host dialled"
+        )
+    if "socket closed" not in text and "connection reset" not in text:
+        return ""
+    if tls:
+        return (
+            f"{peer} closed the connection during the TLS handshake: it may require a "
+            "client certificate (grpc require_client_cert) that this process does not "
+            "present or that does not chain to its CA"
+        )
+    if tls is False:
+        return (
+            f"{peer} closed the connection while it was set up: if it serves TLS, set "
+            "grpc tls_ca (LUCID_GRPC_TLS_CA) in this process too"
+        )
+    return ""
+
+
 class ComponentClient:
     """Base of the component clients: holds the channel and the stub, makes calls.
 
@@ -90,11 +125,14 @@ class ComponentClient:
         if isinstance(target, str):
             self._channel = open_channel(target, credentials=credentials, options=options)
             self._owns_channel = True
+            self.address: str | None = target
+            self.tls: bool | None = credentials is not None
         else:
             if credentials is not None or options:
                 raise ValueError("credentials and options apply only to an address")
             self._channel = target
             self._owns_channel = False
+            self.address = self.tls = None  # the caller's channel: unknown
         self.timeout = timeout
         self.long_timeout = long_timeout
         self._stub = self.stub_class(self._channel)
@@ -112,7 +150,18 @@ class ComponentClient:
         try:
             return await getattr(self._stub, name)(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc, self._method(name)) from exc
+            raise self._failure(exc, name) from exc
+
+    def _failure(self, exc: grpc.aio.AioRpcError, name: str) -> Exception:
+        """What a failed call to ``name`` raises: :func:`error_from_rpc`'s error, with
+        a TLS mismatch named first when the connection failed like one."""
+        error = error_from_rpc(exc, self._method(name))
+        if not isinstance(error, Unavailable):
+            return error
+        hint = _tls_hint(exc.details() or "", tls=self.tls, peer=self.address or "the peer")
+        if not hint:
+            return error
+        return Unavailable(f"{hint} ({error.message})", details={**error.details, "tls": self.tls})
 
     async def _stream(self, name: str, request: Any, *, long: bool = False) -> AsyncIterator[Any]:
         """Call server-streaming method ``name`` and yield its messages."""
@@ -122,7 +171,7 @@ class ComponentClient:
             async for message in call:
                 yield message
         except grpc.aio.AioRpcError as exc:
-            raise error_from_rpc(exc, self._method(name)) from exc
+            raise self._failure(exc, name) from exc
         finally:
             call.cancel()  # a no-op once finished; ends the call if the caller stopped early
 
