@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +15,10 @@ from lucid_sessions.cli import main
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test sees the developer's data directory or master key."""
-    for var in ("LUCID_DATA_DIR", "LUCID_MASTER_KEY", "LUCID_MASTER_KEY_FILE"):
-        monkeypatch.delenv(var, raising=False)
+    """No test sees the developer's settings: data directory, keys, tokens, Redis."""
+    for var in list(os.environ):
+        if var.startswith("LUCID_") and not var.startswith("LUCID_TEST_"):
+            monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
 
 
@@ -81,3 +83,5 @@ def imported(cli: Cli, tmp_path: Path) -> tuple[str, list[np.ndarray]]:
 
 
 from tests.rdp_fixtures import capture_deps, nla_server, tls_server  # noqa: E402, F401
+from tests.redis_fixtures import private_redis, redis_prefix, redis_url  # noqa: E402, F401
+from tests.tls_fixtures import tls_files  # noqa: E402, F401

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.cluster_proc import COMPONENTS, ServeProcess, free_port, wait_healthy
+from tests.cluster_proc import COMPONENTS, ServeProcess, api_headers, free_port, wait_healthy
 from tests.conftest import Cli
 from tests.rdp_fixtures import SIZE
 
@@ -63,7 +63,7 @@ def _wait_chunks(api: httpx.Client, sid: str, count: int, timeout: float = 60) -
 
 
 def _full_flow(base: str, server, data_dir: Path, cli: Cli, tmp_path: Path) -> None:
-    with httpx.Client(base_url=f"{base}/api/v1", timeout=60) as api:
+    with httpx.Client(base_url=f"{base}/api/v1", timeout=60, headers=api_headers(data_dir)) as api:
         created = api.post("/sessions", json=_spec(server))
         assert created.status_code == 201, created.text
         sid = created.json()["session_id"]
@@ -132,7 +132,9 @@ def test_kill_9_mid_recording_then_restart_ends_interrupted_with_every_stored_ch
     serve = ServeProcess(data_dir, {"LUCID_API_PORT": str(port)}).start()
     try:
         wait_healthy(base, procs=[serve])
-        with httpx.Client(base_url=f"{base}/api/v1", timeout=60) as api:
+        with httpx.Client(
+            base_url=f"{base}/api/v1", timeout=60, headers=api_headers(data_dir)
+        ) as api:
             sid = api.post("/sessions", json=_spec(tls_server)).json()["session_id"]
             api.post(f"/sessions/{sid}/start").raise_for_status()
             stored = len(_wait_chunks(api, sid, 2))
@@ -143,7 +145,9 @@ def test_kill_9_mid_recording_then_restart_ends_interrupted_with_every_stored_ch
     serve = ServeProcess(data_dir, {"LUCID_API_PORT": str(port)}).start()
     try:
         wait_healthy(base, procs=[serve])
-        with httpx.Client(base_url=f"{base}/api/v1", timeout=60) as api:
+        with httpx.Client(
+            base_url=f"{base}/api/v1", timeout=60, headers=api_headers(data_dir)
+        ) as api:
             final = _wait_status(api, sid, {"interrupted", "completed", "failed"})
             assert final["status"] == "interrupted", final
             assert final["chunk_count"] >= stored

@@ -199,6 +199,8 @@ EXPECTED_STATUS = {
     "WrongKeyError": grpc.StatusCode.FAILED_PRECONDITION,
     "AuthenticationError": grpc.StatusCode.DATA_LOSS,
     "RateLimitError": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "UnauthenticatedError": grpc.StatusCode.UNAUTHENTICATED,
+    "ForbiddenError": grpc.StatusCode.PERMISSION_DENIED,
     "Unavailable": grpc.StatusCode.UNAVAILABLE,
 }
 

@@ -559,6 +559,41 @@ async def record(
     await _with_datadir(data_dir, body, create=True)
 
 
+_TLS_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    # option, TlsConfig field, help
+    ("--tls-cert", "api_cert", "API certificate (PEM); with --tls-key the API serves HTTPS only"),
+    ("--tls-key", "api_key", "API private key (PEM, unencrypted)"),
+    ("--tls-client-ca", "api_client_ca", "Accept only API clients with a certificate from this CA"),
+    ("--grpc-tls-cert", "grpc_cert", "This process's gRPC certificate, served and presented"),
+    ("--grpc-tls-key", "grpc_key", "Its private key (PEM, unencrypted)"),
+    ("--grpc-tls-ca", "grpc_ca", "CA that peers' gRPC certificates must chain to"),
+)
+
+
+def tls_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The TLS options of ``serve``; each is passed on under the name of its
+    :class:`~lucid_sessions.cluster.tls.TlsConfig` field."""
+    from lucid_sessions.cluster.tls import VARIABLES
+
+    command = click.option(
+        "--grpc-require-client-cert",
+        "require_client_cert",
+        is_flag=True,
+        default=None,
+        help="gRPC servers refuse clients without a certificate from --grpc-tls-ca "
+        f"[env {VARIABLES['require_client_cert']}].",
+    )(command)
+    for option, name, help_text in reversed(_TLS_OPTIONS):  # the last applied shows first
+        command = click.option(
+            option,
+            name,
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            help=f"{help_text} [env {VARIABLES[name]}].",
+        )(command)
+    return command
+
+
 @main.command("serve")
 @click.option(
     "--config",
@@ -577,6 +612,7 @@ async def record(
     "--host", default=None, help="API listen address [env LUCID_API_HOST; default 127.0.0.1]."
 )
 @click.option("--port", type=int, default=None, help="API port [env LUCID_API_PORT; default 8087].")
+@tls_options
 @data_dir_option
 @run_async
 async def serve(
@@ -585,6 +621,7 @@ async def serve(
     host: str | None,
     port: int | None,
     data_dir: Path | None,
+    **tls: Any,
 ) -> None:
     """Run the cluster: all five components in one process (default), or some of them.
 
@@ -592,6 +629,11 @@ async def serve(
     --target, every internal component run here serves gRPC on its port (pipeline 8083,
     recorder 8084, processor 8085, storage 8086) and reaches the others at their configured
     addresses. SIGTERM or Ctrl-C stops gracefully.
+
+    TLS: --tls-cert and --tls-key make the API serve HTTPS only. The --grpc-tls-* options
+    give each process one certificate, served and presented to peers; with
+    --grpc-require-client-cert gRPC is mutual TLS. Certificates must name the host they
+    are reached at.
     """
     import signal
 
@@ -599,7 +641,12 @@ async def serve(
     from lucid_sessions.cluster.config import load_config
 
     config = load_config(
-        file=config_file, targets=target, api_host=host, api_port=port, data_dir=data_dir
+        file=config_file,
+        targets=target,
+        api_host=host,
+        api_port=port,
+        data_dir=data_dir,
+        tls=tls,
     )
     cluster = Cluster(config)
     stop = asyncio.Event()
@@ -607,12 +654,18 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await cluster.start()
-    where = [f"{name} gRPC :{p}" for name, p in sorted(cluster.grpc_ports.items())]
+    grpc = "gRPC over TLS" if config.tls.grpc else "gRPC"
+    where = [f"{name} {grpc} :{p}" for name, p in sorted(cluster.grpc_ports.items())]
     if cluster.api_port is not None:
-        where.insert(0, f"API http://{config.api_host}:{cluster.api_port}/api/v1")
+        scheme = "https" if config.tls.api else "http"
+        where.insert(0, f"API {scheme}://{config.api_host}:{cluster.api_port}/api/v1")
     click.echo(f"serving {', '.join(sorted(config.local))}: {'; '.join(where)}", err=True)
     try:
         await stop.wait()
     finally:
         click.echo("stopping", err=True)
         await cluster.stop()
+
+
+import lucid_sessions.cli_audit  # noqa: E402  (registers the `audit` group on main)
+import lucid_sessions.cli_token  # noqa: E402, F401  (registers the `token` group on main)

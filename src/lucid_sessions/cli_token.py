@@ -15,10 +15,11 @@ from pathlib import Path
 
 import click
 
-from lucid_sessions.cli import data_dir_option, run_async
+from lucid_sessions.cli import data_dir_option, main, run_async
 from lucid_sessions.errors import InvalidConfigError
 from lucid_sessions.security.roles import ROLES
 from lucid_sessions.security.tokens import MAX_TTL_S, load_signing_key, mint_token, parse_duration
+from lucid_sessions.storage.datadir import DataDir
 
 __all__ = ["token"]
 
@@ -35,7 +36,7 @@ def _iso(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@click.group("token")
+@main.group("token")
 def token() -> None:
     """Mint and revoke API bearer tokens."""
 
@@ -80,6 +81,8 @@ async def token_create(
     if private_key is not None:
         key = load_signing_key(private_key, kid)
     else:
+        # The secret lives in the data directory: make sure it is one (as `serve` would).
+        await DataDir.open(config.data_dir, create=True).close()
         key = signing_key(config.security, config.data_dir)
         if kid is not None:
             raise InvalidConfigError("--kid applies only with --private-key")
@@ -92,8 +95,7 @@ async def token_create(
     )
     click.echo(text)
     click.echo(
-        f"token id {claims.jti} for {subject} ({role}), valid until "
-        f"{_iso(claims.expires_at)}",
+        f"token id {claims.jti} for {subject} ({role}), valid until {_iso(claims.expires_at)}",
         err=True,
     )
 

@@ -6,9 +6,11 @@ from collections.abc import Mapping
 
 from fastapi import FastAPI
 
+from lucid_sessions.api.audit import AuditMiddleware
 from lucid_sessions.api.auth import Authorizer, allow_all
 from lucid_sessions.api.context import ApiContext, ApiSettings, HealthCheck
 from lucid_sessions.api.errors import install_error_handlers
+from lucid_sessions.api.limits import RequestLimitsMiddleware
 from lucid_sessions.api.middleware import RequestContextMiddleware
 from lucid_sessions.api.routes import ROUTERS
 from lucid_sessions.cluster.interfaces import Pipeline, Recorder, Storage
@@ -45,6 +47,9 @@ def create_app(
         openapi_url="/openapi.json",
         docs_url="/docs",
         redoc_url=None,
+        # No 307 to the path without its trailing slash: it would echo a decoded,
+        # attacker-chosen path ("/sessions/..%2f") back as a Location.
+        redirect_slashes=False,
     )
     app.state.lucid = ApiContext(
         pipeline=pipeline,
@@ -56,7 +61,10 @@ def create_app(
         authorizer=authorizer or allow_all,
     )
     install_error_handlers(app)
+    # Added first, so it runs inside RequestContextMiddleware: its refusals get request ids.
+    app.add_middleware(RequestLimitsMiddleware, settings=settings)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.lucid.metrics)
+    app.add_middleware(AuditMiddleware)  # outermost: sees every answer, 500s included
     for router in ROUTERS:
         app.include_router(router)
     return app

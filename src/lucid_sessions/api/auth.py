@@ -22,7 +22,6 @@ Permissions:
 ``pipeline:control``  POST /pipeline/pause, /pipeline/resume
 ``statistics:read``   statistics, GET /pipeline/status, /metrics
 ``audit:read``        GET /audit
-``tokens:revoke``     POST /tokens/revoke
 ====================  =====================================================
 
 Rate-limit classes (:func:`rate_class`): ``creation`` for POST /sessions, ``bulk`` for
@@ -68,7 +67,6 @@ Permission = Literal[
     "pipeline:control",
     "statistics:read",
     "audit:read",
-    "tokens:revoke",
 ]
 PERMISSIONS: tuple[str, ...] = get_args(Permission)
 

@@ -17,12 +17,17 @@ Module graph (plain data, checked for cycles)::
     api        -> keys, [pipeline], [storage], [recorder]
 
 A bracketed dependency is a module only when that component runs locally.
+
+TLS (:mod:`.tls`): the gRPC credentials are built once from the configured files and
+given to every gRPC server and client this process makes (so the clients' health checks
+go over TLS too); the API serves HTTPS when it has a certificate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +42,7 @@ from lucid_sessions.cluster.pipeline_manager import PipelineManager
 from lucid_sessions.cluster.processor_service import ProcessorService
 from lucid_sessions.cluster.recorder_service import RecorderService
 from lucid_sessions.cluster.storage_service import StorageService
+from lucid_sessions.cluster.tls import grpc_tls, uvicorn_options
 from lucid_sessions.crypto import ClusterKey, MasterKey
 from lucid_sessions.observability import Metrics
 from lucid_sessions.storage.datadir import DataDir
@@ -99,8 +105,21 @@ class Cluster:
                 "pipeline": rpc.PipelineClient,
                 "recorder": rpc.RecorderClient,
             }[name]
-            client = self._clients[name] = factory(self.config.address(name))
+            client = self._clients[name] = factory(self.config.address(name), **self._rpc_tls[1])
         return client
+
+    @functools.cached_property
+    def _rpc_tls(self) -> tuple[Any, dict[str, Any]]:
+        """(server credentials or None, client keyword arguments) for gRPC: built once
+        from the TLS files and shared by every server and client; (None, {}) without TLS."""
+        tls = grpc_tls(self.config.tls)
+        if tls is None:
+            return None, {}
+        from lucid_sessions import rpc
+
+        server = rpc.server_credentials(tls) if tls.certificate_chain else None
+        client = {"credentials": rpc.channel_credentials(tls), "options": rpc.channel_options(tls)}
+        return server, client
 
     async def _serve_grpc(self, name: str, value: object) -> None:
         if self.config.all_in_one or name not in INTERNAL:
@@ -108,11 +127,17 @@ class Cluster:
         from lucid_sessions import rpc
 
         server, port = await rpc.serve(
-            {name: value}, host=self.config.grpc_host, port=self.config.ports[name]
+            {name: value},
+            host=self.config.grpc_host,
+            port=self.config.ports[name],
+            server_credentials=self._rpc_tls[0],
         )
         self._servers.append(server)
         self.grpc_ports[name] = port
-        log.info("serving gRPC", extra={"component": name, "port": port})
+        log.info(
+            "serving gRPC",
+            extra={"component": name, "port": port, "tls": self._rpc_tls[0] is not None},
+        )
 
     # module init functions
 
@@ -130,10 +155,10 @@ class Cluster:
         return value
 
     async def _init_storage(self) -> Service:
-        storage = StorageService(self.keys.datadir)
+        storage = StorageService(self.keys.datadir, audit_signer=self.keys.signer)
         await storage.health()
         await self._serve_grpc("storage", storage)
-        return Service("storage", storage)
+        return Service("storage", storage, storage.shutdown)  # signs the last audit head
 
     async def _init_processor(self) -> Service:
         processor = ProcessorService(self.keys.master, workers=self.config.processor_threads)
@@ -172,17 +197,25 @@ class Cluster:
         import uvicorn
 
         from lucid_sessions.api import create_app
+        from lucid_sessions.api.limits import uvicorn_limits
 
         pipeline: Pipeline = self.dependency("pipeline")
         storage: Storage = self.dependency("storage")
         recorder: Recorder = self.dependency("recorder")
+        from lucid_sessions.api.security import jwt_authorizer
+
+        settings = ApiSettings(trusted_public_key=self.keys.signer.public_key_bytes())
+        authorizer, close_authorizer = jwt_authorizer(
+            self.config.security, data_dir=self.keys.datadir.path, store=storage
+        )
         app = create_app(
+            authorizer=authorizer,
             pipeline=pipeline,
             storage=storage,
             recorder=recorder,
             health_checks={name: self._health_check(name) for name in _ORDER},
             metrics=self.metrics,
-            settings=ApiSettings(trusted_public_key=self.keys.signer.public_key_bytes()),
+            settings=settings,
         )
         server = uvicorn.Server(
             uvicorn.Config(
@@ -191,6 +224,8 @@ class Cluster:
                 port=self.config.ports["api"],
                 log_level="warning",
                 lifespan="off",
+                **uvicorn_options(self.config.tls),
+                **uvicorn_limits(settings),
             )
         )
         task = asyncio.create_task(server.serve())
@@ -205,8 +240,11 @@ class Cluster:
 
         async def stop() -> None:
             server.should_exit = True
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            try:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            finally:
+                await close_authorizer()
 
         return Service("api", app, stop)
 
@@ -228,7 +266,13 @@ class Cluster:
         return check
 
     async def start(self) -> None:
-        await self.modules.start(sorted(self.config.local, key=_ORDER.index))
+        """Start the modules; when one fails (a peer unreachable, a TLS mismatch), close
+        the gRPC servers and clients made so far too, then raise."""
+        try:
+            await self.modules.start(sorted(self.config.local, key=_ORDER.index))
+        except BaseException:
+            await self.stop(0)
+            raise
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop serving gRPC (in-flight calls get ``grace`` seconds), then the modules in

@@ -19,6 +19,7 @@ class in the exception's hierarchy:
   WrongKeyError (the loaded master key is not the one the data needs)
 - UNAVAILABLE: Unavailable
 - RESOURCE_EXHAUSTED: RateLimitError
+- UNAUTHENTICATED: UnauthenticatedError; PERMISSION_DENIED: ForbiddenError
 - DATA_LOSS: AuthenticationError (a ciphertext failed its MAC)
 - INTERNAL: StorageError, CompressionError, EncryptionError, LucidError itself, and
   anything else
@@ -51,6 +52,7 @@ from lucid_sessions.errors import (
     ChunkNotFoundError,
     CompressionError,
     EncryptionError,
+    ForbiddenError,
     FormatError,
     InvalidConfigError,
     LucidError,
@@ -59,6 +61,7 @@ from lucid_sessions.errors import (
     PipelineError,
     RateLimitError,
     StorageError,
+    UnauthenticatedError,
     WrongKeyError,
 )
 
@@ -88,6 +91,8 @@ _STATUS: dict[type[BaseException], grpc.StatusCode] = {
     PipelineError: grpc.StatusCode.FAILED_PRECONDITION,
     WrongKeyError: grpc.StatusCode.FAILED_PRECONDITION,
     RateLimitError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    ForbiddenError: grpc.StatusCode.PERMISSION_DENIED,
     AuthenticationError: grpc.StatusCode.DATA_LOSS,
     StorageError: grpc.StatusCode.INTERNAL,
     CompressionError: grpc.StatusCode.INTERNAL,

@@ -16,8 +16,9 @@ revoked token back in.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from redis.exceptions import RedisError
@@ -34,12 +35,17 @@ from lucid_sessions.security.redis_conn import (
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from lucid_sessions.cluster.config import ClusterConfig
+
 __all__ = [
     "DEFAULT_GRACE_S",
     "MAX_JTI_LENGTH",
     "RedisRevocationList",
     "RevocationList",
+    "RevocationStore",
+    "StoreRevocationList",
     "check_jti",
+    "open_revocations",
 ]
 
 DEFAULT_GRACE_S = 600
@@ -145,3 +151,58 @@ class RedisRevocationList:
 
     def __repr__(self) -> str:
         return f"RedisRevocationList({self._where}, prefix={self.prefix!r})"
+
+
+class RevocationStore(Protocol):
+    """The part of the metadata store (or the Storage component) revocations use."""
+
+    async def revoke_token(
+        self, jti: str, *, expires_at: int, subject: str, reason: str
+    ) -> None: ...
+
+    async def is_token_revoked(self, jti: str) -> bool: ...
+
+
+class StoreRevocationList:
+    """Revocations in the metadata store: SQLite on one machine, MongoDB in production,
+    reached through the Storage component (in-process or over gRPC)."""
+
+    def __init__(self, store: RevocationStore, *, grace_s: int = DEFAULT_GRACE_S) -> None:
+        self.store = store
+        self.grace_s = grace_s
+
+    async def revoke(self, jti: str, *, expires_at: int, subject: str, reason: str) -> None:
+        jti = check_jti(jti)
+        await self.store.revoke_token(
+            jti,
+            expires_at=int(expires_at) + self.grace_s,
+            subject=subject[:MAX_NOTE_LENGTH],
+            reason=reason[:MAX_NOTE_LENGTH],
+        )
+
+    async def is_revoked(self, jti: str) -> bool:
+        return await self.store.is_token_revoked(check_jti(jti))
+
+    async def close(self) -> None:
+        """Nothing to close: the store belongs to its owner."""
+
+
+@contextlib.asynccontextmanager
+async def open_revocations(config: ClusterConfig) -> AsyncIterator[RevocationList]:
+    """The revocation list a cluster's configuration names, for the command line: Redis
+    when ``LUCID_REDIS_URL`` is set, else the data directory's metadata store."""
+    security = config.security
+    if security.redis_url:
+        redis_list = RedisRevocationList(security.redis_url, prefix=security.redis_prefix)
+        try:
+            yield redis_list
+        finally:
+            await redis_list.close()
+        return
+    from lucid_sessions.storage.datadir import DataDir
+
+    datadir = DataDir.open(config.data_dir, create=False)
+    try:
+        yield StoreRevocationList(datadir.store)
+    finally:
+        await datadir.close()

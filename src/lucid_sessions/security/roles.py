@@ -11,8 +11,8 @@ session_viewer    n       y     n       n       n           y       n         n 
 auditor           n       y     n       n       n           y       n         n         y      y
 ================  ======  ====  ======  ======  ==========  ======  ========  ========  =====  =====
 
-An export of an evidence bundle counts as a download. Revoking tokens through the API
-(``tokens:revoke``) is for admins only.
+An export of an evidence bundle counts as a download. Tokens are revoked with
+``lucid-sessions token revoke`` by whoever holds the data directory or the Redis URL.
 """
 
 from __future__ import annotations
@@ -33,13 +33,12 @@ _ALL = (
     "pipeline:control",
     "statistics:read",
     "audit:read",
-    "tokens:revoke",
 )
 
 ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
         "admin": frozenset(_ALL),
-        "session_manager": frozenset(_ALL) - {"audit:read", "tokens:revoke"},
+        "session_manager": frozenset(_ALL) - {"audit:read"},
         "session_operator": frozenset(
             {
                 "sessions:read",
