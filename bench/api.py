@@ -60,6 +60,23 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from benchlib import Report, cpu_model, version
+from lucid_sessions.security.tokens import TokenSettings, mint_token, secret_key
+
+# The served API checks a bearer token, its revocation and the caller's rate budget on
+# every request; the benchmark pays all of that with one admin token, under budgets set
+# high enough that none is exhausted (the check itself still runs).
+JWT_SECRET = os.urandom(32).hex()
+AUTH = {
+    "Authorization": "Bearer "
+    + mint_token(
+        secret_key(JWT_SECRET.encode(), origin="bench"),
+        subject="bench",
+        role="admin",
+        ttl_s=24 * 3600,
+        settings=TokenSettings(),
+    )[0]
+}
+BENCH_LIMITS = "creation=100000000,status=100000000,chunks=100000000,bulk=100000000"
 
 LOOPBACK = "127.0.0.1"
 API = "/api/v1"
@@ -197,7 +214,7 @@ def request(
     conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
     try:
         payload = None if body is None else json.dumps(body)
-        headers = {} if body is None else {"Content-Type": "application/json"}
+        headers = {**AUTH, **({} if body is None else {"Content-Type": "application/json"})}
         conn.request(method, path, body=payload, headers=headers)
         response = conn.getresponse()
         raw = response.read()
@@ -327,7 +344,7 @@ def seed(port: int, count: int) -> list[str]:
                 "POST",
                 f"{API}/sessions",
                 body=json.dumps(seed_body(rng, i)),
-                headers={"Content-Type": "application/json"},
+                headers={**AUTH, "Content-Type": "application/json"},
             )
             response = conn.getresponse()
             answer = json.loads(response.read())
@@ -422,6 +439,7 @@ class Wrk:
 
     def script(self, scenario: Scenario) -> Path:
         lines = [f"wrk.method = {_lua_string(scenario.method)}"]
+        lines.append(f'wrk.headers["Authorization"] = {_lua_string(AUTH["Authorization"])}')
         if scenario.body is not None:
             lines.append(f"wrk.body = {_lua_string(scenario.body)}")
             lines.append('wrk.headers["Content-Type"] = "application/json"')
@@ -491,7 +509,7 @@ async def _client_load(
     import httpx
 
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    headers = {"Content-Type": "application/json"} if scenario.body is not None else {}
+    headers = {**AUTH, **({"Content-Type": "application/json"} if scenario.body else {})}
     content = None if scenario.body is None else scenario.body.encode()
     latencies: list[float] = []
     errors = {"socket": 0, "status": 0}
@@ -913,7 +931,12 @@ def bench(report: Report, args: argparse.Namespace, tmp: Path, gen: LoadGenerato
                 ServerProcess(
                     "lucid-sessions serve",
                     serve,
-                    clean_env(LUCID_API_PORT=str(port), LUCID_API_HOST=LOOPBACK),
+                    clean_env(
+                        LUCID_API_PORT=str(port),
+                        LUCID_API_HOST=LOOPBACK,
+                        LUCID_JWT_SECRET=JWT_SECRET,
+                        LUCID_RATE_LIMITS=BENCH_LIMITS,
+                    ),
                     tmp / "serve.log",
                 )
             )

@@ -37,7 +37,7 @@ lint_paths=(src tests scripts scripts/rdp-test-server)
 [ -d bench ] && lint_paths+=(bench)
 ruff check "${lint_paths[@]}"
 ruff format --check "${lint_paths[@]}"
-echo "== mypy --strict (pure core: formats, crypto, Merkle)"
+echo "== mypy --strict (pure core: formats, crypto, Merkle, security, audit chain)"
 mypy --strict \
     src/lucid_sessions/recording/codec.py \
     src/lucid_sessions/recording/chunker.py \
@@ -45,6 +45,8 @@ mypy --strict \
     src/lucid_sessions/chunkfile.py \
     src/lucid_sessions/manifest.py \
     src/lucid_sessions/merkle.py \
-    src/lucid_sessions/crypto
+    src/lucid_sessions/crypto \
+    src/lucid_sessions/security \
+    src/lucid_sessions/audit.py
 echo "== pytest"
 python -m pytest "$@"

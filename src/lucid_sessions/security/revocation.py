@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from redis.exceptions import RedisError
@@ -156,11 +156,11 @@ class RedisRevocationList:
 class RevocationStore(Protocol):
     """The part of the metadata store (or the Storage component) revocations use."""
 
-    async def revoke_token(
+    def revoke_token(
         self, jti: str, *, expires_at: int, subject: str, reason: str
-    ) -> None: ...
+    ) -> Awaitable[None]: ...
 
-    async def is_token_revoked(self, jti: str) -> bool: ...
+    def is_token_revoked(self, jti: str) -> Awaitable[bool]: ...
 
 
 class StoreRevocationList:
