@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -201,11 +201,13 @@ def test_an_oversized_authorization_header_is_431_before_auth(secured: ApiCluste
 # the served authorizer: revocation, rate limits and the audit log together
 
 
-def served(cluster: ApiCluster, **settings: Any) -> None:
-    """Swap in the authorizer `serve` builds, over this cluster's storage."""
+def served(cluster: ApiCluster, **settings: Any) -> Callable[[], Awaitable[None]]:
+    """Swap in the authorizer `serve` builds, over this cluster's storage; returns what
+    closes its Redis connections (run it on the cluster's loop)."""
     config = SecurityConfig(jwt_secret=SECRET, **settings)
-    authorizer, _ = jwt_authorizer(config, data_dir=cluster.path, store=cluster.storage)
+    authorizer, close = jwt_authorizer(config, data_dir=cluster.path, store=cluster.storage)
     cluster.app.state.lucid = replace(cluster.app.state.lucid, authorizer=authorizer)
+    return close
 
 
 def audit_entries(cluster: ApiCluster, action: str) -> list[Any]:
@@ -308,3 +310,41 @@ def test_token_create_names_bad_input(cli: Cli, args: tuple[str, ...], message: 
     code, out, err = cli("token", "create", *args, expect=None)
     assert code in (1, 2) and out == ""
     assert message in err
+
+
+def test_api_instances_share_budgets_and_revocations_through_redis(
+    tmp_path: Path,
+    cli: Cli,
+    redis_url: str,
+    redis_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shared = {
+        "redis_url": redis_url,
+        "redis_prefix": redis_prefix,
+        "rate_limits": RateLimits.parse("creation=3"),
+    }
+    text, claims = mint_token(
+        KEY, subject="frank", role="session_manager", ttl_s=600, settings=SETTINGS
+    )
+    headers = {"Authorization": f"Bearer {text}"}
+    with (
+        ApiCluster(tmp_path / "a") as one,
+        ApiCluster(tmp_path / "b") as two,
+    ):
+        closers = [(one, served(one, **shared)), (two, served(two, **shared))]
+        answers = [
+            api.client.post("/api/v1/sessions", headers=headers, json=INGEST).status_code
+            for api in (one, two, one, two)
+        ]
+        assert answers == [201, 201, 201, 429]
+        # Revoked once, through Redis: refused by both instances.
+        monkeypatch.setenv("LUCID_REDIS_URL", redis_url)
+        monkeypatch.setenv("LUCID_REDIS_PREFIX", redis_prefix)
+        cli("token", "revoke", claims.jti, "--expires-at", str(claims.expires_at))
+        for api in (one, two):
+            refused = api.client.get("/api/v1/sessions", headers=headers)
+            assert refused.status_code == 401
+            assert "revoked" in refused.json()["error"]["message"]
+        for api, close in closers:
+            api.run(close)
