@@ -76,7 +76,7 @@ AUTH = {
         settings=TokenSettings(),
     )[0]
 }
-BENCH_LIMITS = "creation=100000000,status=100000000,chunks=100000000,bulk=100000000"
+BENCH_LIMITS = "creation=10000000,status=10000000,chunks=10000000,bulk=10000000"
 
 LOOPBACK = "127.0.0.1"
 API = "/api/v1"
