@@ -65,7 +65,9 @@ from lucid_sessions.security.tokens import TokenSettings, mint_token, secret_key
 # The served API checks a bearer token, its revocation and the caller's rate budget on
 # every request; the benchmark pays all of that with one admin token, under budgets set
 # high enough that none is exhausted (the check itself still runs).
-JWT_SECRET = os.urandom(32).hex()
+# One secret per run, shared through the environment with the load generator's processes
+# (spawned children import this module afresh).
+JWT_SECRET = os.environ.setdefault("LUCID_BENCH_JWT_SECRET", os.urandom(32).hex())
 AUTH = {
     "Authorization": "Bearer "
     + mint_token(

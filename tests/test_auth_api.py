@@ -348,3 +348,15 @@ def test_api_instances_share_budgets_and_revocations_through_redis(
             assert "revoked" in refused.json()["error"]["message"]
         for api, close in closers:
             api.run(close)
+
+
+def test_guessing_tokens_ends_in_429_and_stops_filling_the_audit_log(
+    secured: ApiCluster,
+) -> None:
+    served(secured, rate_limits=RateLimits.parse("refused=3"))
+    bad = {"Authorization": "Bearer x.y.z"}
+    codes = [secured.client.get("/api/v1/sessions", headers=bad).status_code for _ in range(6)]
+    assert codes == [401, 401, 401, 429, 429, 429]
+    assert len(audit_entries(secured, "token.refused")) == 3
+    # A valid token from the same address is still served.
+    assert secured.client.get("/api/v1/sessions", headers=bearer("admin")).status_code == 200

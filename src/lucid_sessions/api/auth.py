@@ -26,7 +26,8 @@ Permissions:
 
 Rate-limit classes (:func:`rate_class`): ``creation`` for POST /sessions, ``bulk`` for
 whole-session work (export, server-side verify), ``frames`` for frame ingest, ``chunks``
-for the other chunk routes, ``status`` for everything else.
+for the other chunk routes, ``status`` for everything else. Refusals (401, 403) spend
+the ``refused`` budget of the client's address, so guessing tokens ends in 429.
 """
 
 from __future__ import annotations
@@ -202,6 +203,11 @@ class JwtAuthorizer:
     ) -> None:
         if principal is not None:
             request.state.principal = principal
+        if self.rate_check is not None:
+            # Refusals are budgeted per client address: past the budget a client guessing
+            # tokens gets 429 (RateLimitError propagates) and writes no more audit entries.
+            client = request.client.host if request.client else "unknown"
+            await self.rate_check("refused", f"address:{client}")
         log.info(
             "api auth refused kind=%s reason=%s subject=%s route=%s",
             kind,

@@ -12,6 +12,9 @@ chunks       1000  chunk lists, records, proofs, downloads
 bulk            5  whole-session work: export, server-side verify
 frames       7200  frame ingest (120 fps, the highest rate a session
                    records at, for a whole window)
+refused        60  401s and 403s, counted per client address, not per
+                   subject: past it, a client guessing tokens gets 429
+                   and its refusals stop filling the audit log
 ==========  =====  =================================================
 
 All are configurable (``LUCID_RATE_LIMITS="creation=20,bulk=2"`` or the ``[rate_limits]``
@@ -72,6 +75,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_WINDOW_S",
     "FRAMES",
+    "REFUSED",
     "STATUS",
     "Decision",
     "MemoryRateLimiter",
@@ -89,6 +93,7 @@ STATUS = "status"
 CHUNKS = "chunks"
 BULK = "bulk"
 FRAMES = "frames"
+REFUSED = "refused"
 
 DEFAULT_LIMITS: Mapping[str, int] = {
     CREATION: 10,
@@ -96,6 +101,7 @@ DEFAULT_LIMITS: Mapping[str, int] = {
     CHUNKS: 1000,
     BULK: 5,
     FRAMES: 7200,
+    REFUSED: 60,
 }
 CLASSES: tuple[str, ...] = tuple(DEFAULT_LIMITS)
 DEFAULT_WINDOW_S = 60
