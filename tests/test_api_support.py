@@ -134,8 +134,10 @@ class ApiCluster:
         """A finished session made of ``frames`` synthetic frames (10 s per chunk)."""
         return self.run(import_frames, self.datadir, moving_frames(frames, fps=fps), name=name)
 
-    def create(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = self.client.post("/api/v1/sessions", json=body or INGEST)
+    def create(
+        self, body: dict[str, Any] | None = None, *, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        response = self.client.post("/api/v1/sessions", json=body or INGEST, headers=headers)
         assert response.status_code == 201, response.text
         created: dict[str, Any] = response.json()
         return created

@@ -37,7 +37,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
-from fastapi import Request
+from fastapi import Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lucid_sessions.errors import ForbiddenError, UnauthenticatedError
 from lucid_sessions.security.roles import allowed
@@ -97,9 +98,9 @@ class RevocationCheck(Protocol):
     async def is_revoked(self, jti: str) -> bool: ...
 
 
-class RateCheck(Protocol):
-    async def __call__(self, klass: str, subject: str) -> None:
-        """Raise :class:`~lucid_sessions.errors.RateLimitError` when over budget."""
+RateCheck = Callable[[str, str], Awaitable[None]]
+"""Spends one unit of (class, subject)'s budget; raises
+:class:`~lucid_sessions.errors.RateLimitError` when over budget."""
 
 
 RefusalHook = Callable[[Request, str, str, "Principal | None"], Awaitable[None]]
@@ -219,13 +220,26 @@ class JwtAuthorizer:
             await self.on_refusal(request, kind, reason, principal)
 
 
+_BEARER = HTTPBearer(
+    auto_error=False,
+    bearerFormat="JWT",
+    description="A JWT from your auth service or `lucid-sessions token create`.",
+)
+
+
 class _Authorize:
     """The dependency :func:`authorize` returns; ``permission`` is readable for tests."""
 
     def __init__(self, permission: Permission) -> None:
         self.permission = permission
 
-    async def __call__(self, request: Request) -> Principal:
+    async def __call__(
+        self,
+        request: Request,
+        _credentials: HTTPAuthorizationCredentials | None = Security(_BEARER),  # noqa: B008
+    ) -> Principal:
+        # ``_credentials`` only declares the bearer scheme in the OpenAPI document; the
+        # authorizer reads the header itself, so that it can name what is wrong with it.
         authorizer: Authorizer = request.app.state.lucid.authorizer
         principal = await authorizer(request, self.permission)
         request.state.principal = principal

@@ -48,6 +48,24 @@ class ApiSettings:
     """Raw Ed25519 cluster key that ``/verify`` requires manifests to be signed with."""
     stream_piece: int = 256 * 1024
     """Bytes per piece of a streamed download."""
+    max_body_bytes: int = 1024 * 1024
+    """Largest body of every other route (413 beyond): JSON bodies are a few KiB at most."""
+    max_header_count: int = 100
+    """Most header fields a request may have (431 beyond)."""
+    max_header_bytes: int = 8 * 1024
+    """Longest single header field, name and value (431 beyond); a bearer token fits."""
+    max_headers_total_bytes: int = 16 * 1024
+    """Most bytes all header fields may take together (431 beyond). uvicorn refuses a
+    header block larger than this plus 8 KiB of request line before the app sees it."""
+    body_timeout_s: float = 30.0
+    """A client that sends no body bytes for this long gets 408 (slow-body attacks)."""
+    request_timeout_s: float = 60.0
+    """A route that has not started its answer this long after the body arrived is
+    abandoned with 504; a streamed answer, once started, is never cut."""
+    keep_alive_timeout_s: int = 5
+    """uvicorn closes an idle keep-alive connection after this many seconds."""
+    max_concurrency: int | None = 256
+    """Connections and tasks uvicorn serves at once (503 beyond); None for no limit."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

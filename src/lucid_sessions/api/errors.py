@@ -11,7 +11,8 @@ code               raised as                                        status
 =================  ===============================================  ======
 LUCID_ERR_3001     NotFoundError; an unknown route                  404
 LUCID_ERR_3002     InvalidConfigError; request validation; a         422
-                   malformed request (405, 413, 415 keep theirs)
+                   malformed request (405, 408, 413, 415, 431
+                   keep theirs: see :mod:`.limits`)
 LUCID_ERR_3003     AlreadyExistsError                               409
 LUCID_ERR_3004     NotRecordingError                                409
 LUCID_ERR_3005     ChunkNotFoundError                               404
@@ -19,6 +20,7 @@ LUCID_ERR_3006     PipelineError (an invalid state transition)      409
                    Unavailable (a component cannot be reached)      503
                    CaptureError (the remote desktop failed)         502
                    any unexpected exception                         500
+                   no answer within the request timeout             504
 LUCID_ERR_3007     StorageError                                     500
                    StorageError caused by a full disk or quota      507
 LUCID_ERR_3008     CompressionError                                 500
@@ -125,6 +127,10 @@ _GENERIC_BY_CODE = {
 _FULL = {errno.ENOSPC, errno.EDQUOT}
 # An absolute path with at least two components: /var/lib/x, /tmp/a/b.chunk.
 _PATH = re.compile(r"(?<![\w.:/-])/(?:[^\s/'\"]+/)+[^\s'\":,;)]*")
+# Also: any quoted absolute path (an OSError's "'/data'", spaces and all); a path after
+# "file:" (SQLite URIs); "~/..."; Windows paths.
+_QUOTED_PATH = re.compile(r"""(['"])(?:file:)?/[^'"\n]*\1""")
+_OTHER_PATH = re.compile(r"""(?:(?<=file:)/|(?<![\w/])~/|(?<![\w])[A-Za-z]:\\)[^\s'":,;)]*""")
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 
 
@@ -144,7 +150,8 @@ class ErrorBody(BaseModel):
 
 def scrub(text: str) -> str:
     """``text`` with absolute file system paths replaced by ``<path>``."""
-    return _PATH.sub("<path>", text)
+    text = _QUOTED_PATH.sub(r"\1<path>\1", text)
+    return _PATH.sub("<path>", _OTHER_PATH.sub("<path>", text))
 
 
 def _scrub_value(value: Any) -> Any:
@@ -304,7 +311,14 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     if status == 404:
-        code, message = "LUCID_ERR_3001", f"nothing at {request.method} {request.url.path}"
+        path = request.url.path
+        shown = path if len(path) <= 200 else f"{path[:200]}..."  # do not mirror huge input
+        code, message = "LUCID_ERR_3001", f"nothing at {request.method} {shown}"
+    elif status == 400:
+        # FastAPI's "There was an error parsing the body" (JSON that is not UTF-8, say):
+        # a malformed request is 3002, answered 422 like every other.
+        status, code = 422, "LUCID_ERR_3002"
+        message = "body: the request body could not be parsed"
     elif status == 405:
         code, message = "LUCID_ERR_3002", f"method {request.method} is not allowed here"
     elif status == 429:

@@ -84,10 +84,36 @@ _HOST_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _DOTTED_NUMBERS = re.compile(r"^[0-9.]+\Z")
 _DISPLAY = re.compile(r"^[A-Za-z0-9._-]{0,253}:[0-9]{1,4}(?:\.[0-9]{1,2})?\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The rules the validators below enforce, stated in the OpenAPI document for clients and
+# for the schema fuzzer; the validators, not these patterns, give the 422 messages.
+_PLAIN = r"^[^\x00-\x1f\x7f]*$"
+_NOT_BLANK = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+_HOST_CHARS = r"^(?:[A-Za-z0-9.-]+|\[?[0-9A-Fa-f:.]+\]?)$"
+
+
+def _documented(pattern: str) -> dict[str, Any]:
+    """``json_schema_extra`` stating a pattern in the document without enforcing it."""
+    return {"pattern": pattern}
+
+
 _MAX_METADATA_BYTES = 16 * 1024
+_MAX_METADATA_KEYS = 50
+_MAX_METADATA_KEY = 64
+# What _check_metadata enforces, stated in the OpenAPI document. Not as pydantic key
+# constraints: their errors would name an over-long key, echoing it into the message.
+_METADATA_SCHEMA: dict[str, Any] = {
+    "maxProperties": _MAX_METADATA_KEYS,
+    "propertyNames": {"minLength": 1, "maxLength": _MAX_METADATA_KEY, "pattern": _PLAIN},
+    "description": f"At most {_MAX_METADATA_KEYS} keys of 1-{_MAX_METADATA_KEY} characters "
+    f"and {_MAX_METADATA_BYTES} bytes as JSON.",
+}
 
 Label = Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=50)]
+Tag = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=50),
+    Field(json_schema_extra=_documented(_PLAIN)),
+]
 Quality = Literal["low", "medium", "high", "ultra"]
 Source = Literal["rdp", "x11", "ingest"]
 
@@ -125,11 +151,13 @@ def _check_text(value: str, what: str) -> str:
 
 
 class RdpConfigIn(_Body):
-    host: str = Field(min_length=1, max_length=255)
+    host: str = Field(min_length=1, max_length=255, json_schema_extra=_documented(_HOST_CHARS))
     port: int = Field(default=3389, ge=1, le=65535)
-    username: str = Field(min_length=1, max_length=256)
-    password: SecretStr = Field(default=SecretStr(""), max_length=500)
-    domain: str = Field(default="", max_length=256)
+    username: str = Field(min_length=1, max_length=256, json_schema_extra=_documented(_PLAIN))
+    password: SecretStr = Field(
+        default=SecretStr(""), max_length=500, json_schema_extra=_documented(r"^[^\r\n\x00]*$")
+    )
+    domain: str = Field(default="", max_length=256, json_schema_extra=_documented(_PLAIN))
     security: Literal["tls", "nla"] = "nla"
     ignore_cert: bool = True
 
@@ -165,7 +193,12 @@ class RdpConfigIn(_Body):
 
 
 class X11ConfigIn(_Body):
-    display: str = Field(max_length=260, description="An X display such as ':10'.")
+    display: str = Field(
+        max_length=260,
+        description="An X display such as ':10'.",
+        # JSON Schema (ECMA-262) has no \Z; "$" there means the end of the string.
+        json_schema_extra=_documented(_DISPLAY.pattern.replace("\\Z", "$")),
+    )
 
     @field_validator("display")
     @classmethod
@@ -191,10 +224,12 @@ class StorageConfigIn(_Body):
 
 
 def _check_metadata(value: dict[str, Any]) -> dict[str, Any]:
-    if len(value) > 50:
-        raise ValueError("metadata must have at most 50 keys")
-    if any(not 1 <= len(key) <= 64 for key in value):
-        raise ValueError("metadata keys must be 1..64 characters")
+    if len(value) > _MAX_METADATA_KEYS:
+        raise ValueError(f"metadata must have at most {_MAX_METADATA_KEYS} keys")
+    if any(not 1 <= len(key) <= _MAX_METADATA_KEY for key in value):
+        raise ValueError(f"metadata keys must be 1..{_MAX_METADATA_KEY} characters")
+    if any(_CONTROL.search(key) for key in value):
+        raise ValueError("metadata keys must not contain control characters")
     try:
         size = len(json.dumps(value, allow_nan=False))
     except (ValueError, RecursionError):
@@ -211,7 +246,7 @@ def _check_tags(value: list[str]) -> list[str]:
 
 
 class SessionCreate(_Body):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, json_schema_extra=_documented(_NOT_BLANK))
     project: Label | None = None
     environment: Label | None = None
     tags: list[Tag] = Field(default_factory=list, max_length=10)
@@ -220,7 +255,7 @@ class SessionCreate(_Body):
     x11_config: X11ConfigIn | None = None
     recording_config: RecordingConfigIn = Field(default_factory=RecordingConfigIn)
     storage_config: StorageConfigIn = Field(default_factory=StorageConfigIn)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict, json_schema_extra=_METADATA_SCHEMA)
 
     @field_validator("name")
     @classmethod
@@ -271,12 +306,23 @@ class SessionCreate(_Body):
         }
 
 
+def _name_not_nullable(schema: dict[str, Any]) -> None:
+    """The document for ``SessionUpdate.name``: optional but not nullable (the validator
+    refuses null), so only the string branch is stated, with its pattern."""
+    branches = schema.pop("anyOf", [])
+    schema.pop("default", None)
+    schema.update(next(b for b in branches if b.get("type") == "string"))
+    schema.update(_documented(_NOT_BLANK))
+
+
 class SessionUpdate(_Body):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra=_name_not_nullable
+    )
     project: Label | None = None
     environment: Label | None = None
     tags: list[Tag] | None = Field(default=None, max_length=10)
-    metadata: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = Field(default=None, json_schema_extra=_METADATA_SCHEMA)
 
     @field_validator("name")
     @classmethod

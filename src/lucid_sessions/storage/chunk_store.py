@@ -4,6 +4,11 @@ Every write is atomic and durable: the bytes go to a temporary file in the same 
 are fsynced, renamed into place, and the folder is fsynced, so after a crash a chunk file
 is either absent or complete. Writing the same bytes again is a no-op; writing different
 bytes over an existing chunk is refused (chunks are immutable once stored).
+
+Every session id and sequence number is checked before a path is built from it, whatever
+the caller already checked (defence in depth): an id is 1-128 of ``A-Z a-z 0-9 _ -``, so
+``..``, separators, NUL, absolute paths and look-alike unicode dots never reach the file
+system; a sequence is a plain int from 0 to 2**53.
 """
 
 from __future__ import annotations
@@ -17,17 +22,33 @@ from pathlib import Path
 
 from lucid_sessions.errors import AlreadyExistsError, ChunkNotFoundError, StorageError
 
-__all__ = ["ChunkStore", "check_id", "fsync_dir", "write_atomic"]
+__all__ = ["MAX_SEQUENCE", "ChunkStore", "check_id", "check_sequence", "fsync_dir", "write_atomic"]
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "abc\n" through.
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
 _NAME = re.compile(r"^([0-9]{8,})\.chunk\Z")
+MAX_SEQUENCE = 2**53
+"""The largest chunk sequence number (the API's bound too)."""
+
+
+def _shown(value: object) -> str:
+    """``value`` for an error message: repr, cut short (an attacker's id may be huge)."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def check_id(value: str, what: str = "session id") -> str:
     """``value`` if it is a safe id (``[A-Za-z0-9_-]``, 1..128), else StorageError."""
     if not isinstance(value, str) or not _ID.match(value):
-        raise StorageError(f"invalid {what} {value!r}: use 1-128 of A-Z a-z 0-9 _ -")
+        raise StorageError(f"invalid {what} {_shown(value)}: use 1-128 of A-Z a-z 0-9 _ -")
+    return value
+
+
+def check_sequence(value: int) -> int:
+    """``value`` if it is a chunk sequence number (an int, not a bool, 0..2**53), else
+    StorageError: a string or float would otherwise reach the file name."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQUENCE:
+        raise StorageError(f"invalid chunk sequence {_shown(value)}: use an int from 0 to 2**53")
     return value
 
 
@@ -67,9 +88,9 @@ class ChunkStore:
         self.root = Path(root)
 
     def path(self, session_id: str, sequence: int) -> Path:
-        if sequence < 0:
-            raise StorageError(f"invalid chunk sequence {sequence}")
-        return self.root / check_id(session_id) / f"{sequence:08d}.chunk"
+        """Where a chunk lives; the id and sequence are checked before anything is joined."""
+        folder = check_id(session_id)
+        return self.root / folder / f"{check_sequence(sequence):08d}.chunk"
 
     def put(self, session_id: str, sequence: int, data: bytes) -> Path:
         """Store a chunk; idempotent for identical bytes."""

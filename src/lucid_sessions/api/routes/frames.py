@@ -3,8 +3,9 @@
 The body is one picture: ``image/png``, ``image/jpeg``, or ``application/octet-stream``
 holding raw RGB (``width * height * 3`` bytes, row by row, with ``width`` and ``height``
 in the query). ``timestamp_us`` (the agent's clock) is optional. Bodies above
-``ApiSettings.max_frame_bytes`` are refused with 413 before they are read in full, and
-pictures larger than 7680x4320 before they are decoded.
+``ApiSettings.max_frame_bytes`` are refused with 413 before they are read in full (by
+:mod:`lucid_sessions.api.limits`, which gives this route that cap instead of the default
+``max_body_bytes``), and pictures larger than 7680x4320 before they are decoded.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from lucid_sessions.api.auth import authorize
+from lucid_sessions.api.errors import ErrorBody
 from lucid_sessions.api.routes.params import API_PREFIX, ERRORS, Ctx, SessionId
 from lucid_sessions.api.stats import LIVE
 from lucid_sessions.cluster.interfaces import Unavailable
@@ -40,18 +42,6 @@ class FrameAccepted(BaseModel):
     width: int
     height: int
     timestamp_us: int | None
-
-
-async def _read_body(request: Request, cap: int) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
-        raise HTTPException(413, f"a frame must be at most {cap} bytes")
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > cap:
-            raise HTTPException(413, f"a frame must be at most {cap} bytes")
-    return bytes(body)
 
 
 def _decode_image(data: bytes, kind: str) -> Pixels:
@@ -85,6 +75,9 @@ def _raw_pixels(data: bytes, width: int | None, height: int | None) -> Pixels:
     status_code=202,
     dependencies=[Depends(authorize("sessions:control"))],
     summary="Push one frame into an ingest recording",
+    responses={
+        415: {"model": ErrorBody, "description": "Not a PNG, JPEG or raw RGB body (LUCID_ERR_3002)"}
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -110,7 +103,7 @@ async def push_frame(
         raise InvalidConfigError(f"session {session_id} does not take frames (not ingest)")
     if record.status not in LIVE:
         raise NotRecordingError(f"session {session_id} is {record.status}, not recording")
-    data = await _read_body(request, ctx.settings.max_frame_bytes)
+    data = await request.body()  # at most max_frame_bytes: RequestLimitsMiddleware
     if media == _RAW_TYPE:
         pixels = _raw_pixels(data, width, height)
     else:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from lucid_sessions.api.auth import authorize
 from lucid_sessions.api.context import ApiContext, HealthCheck, ServiceHealth
 from lucid_sessions.api.errors import scrub
-from lucid_sessions.api.routes.params import API_PREFIX, Ctx
+from lucid_sessions.api.routes.params import API_PREFIX, ERRORS, LIMIT_ERRORS, Ctx
 from lucid_sessions.api.stats import refresh_metrics
 from lucid_sessions.errors import LucidError
 from lucid_sessions.observability import CONTENT_TYPE
@@ -98,7 +98,10 @@ async def _health(ctx: ApiContext) -> HealthOut:
     "/health",
     summary="Each service's state, the metadata store, the storage and its free bytes",
     response_model=HealthOut,
-    responses={503: {"model": HealthOut, "description": "Something is not healthy"}},
+    responses={
+        **LIMIT_ERRORS,
+        503: {"model": HealthOut, "description": "Something is not healthy"},
+    },
 )
 async def health(ctx: Ctx) -> JSONResponse:
     report = await _health(ctx)
@@ -111,7 +114,7 @@ async def health(ctx: Ctx) -> JSONResponse:
     dependencies=[Depends(authorize("statistics:read"))],
     summary="Prometheus metrics (text format)",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {}}}},
+    responses={200: {"content": {"text/plain": {}}}, **ERRORS},
 )
 async def metrics(ctx: Ctx) -> Response:
     try:
