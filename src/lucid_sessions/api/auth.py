@@ -35,13 +35,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, get_args
+from typing import Protocol
 
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from lucid_sessions.errors import ForbiddenError, UnauthenticatedError
-from lucid_sessions.security.roles import allowed
+from lucid_sessions.security.roles import PERMISSIONS, Permission, allowed
 from lucid_sessions.security.tokens import Claims, TokenError, TokenVerifier
 
 __all__ = [
@@ -57,20 +57,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("lucid_sessions.api")
-
-Permission = Literal[
-    "sessions:create",
-    "sessions:read",
-    "sessions:update",
-    "sessions:delete",
-    "sessions:control",
-    "chunks:read",
-    "chunks:download",
-    "pipeline:control",
-    "statistics:read",
-    "audit:read",
-]
-PERMISSIONS: tuple[str, ...] = get_args(Permission)
 
 
 @dataclass(frozen=True, slots=True)

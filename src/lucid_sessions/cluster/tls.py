@@ -49,6 +49,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from lucid_sessions.config_values import parse_bool
 from lucid_sessions.errors import InvalidConfigError
 
 __all__ = [
@@ -62,9 +63,6 @@ __all__ = [
     "read_private_key",
     "uvicorn_options",
 ]
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,7 +141,7 @@ def load_tls(
             values[name] = Path(str(path))
     require = setting(section("grpc").get("require_client_cert"), VARIABLES["require_client_cert"])
     if require is not None:
-        values["require_client_cert"] = _bool(require, "grpc require_client_cert", errors)
+        values["require_client_cert"] = parse_bool(require, "grpc require_client_cert", errors)
     name = setting(section("grpc").get("tls_server_name"), VARIABLES["server_name"])
     if name:
         values["server_name"] = str(name).strip()
@@ -154,17 +152,6 @@ def load_tls(
     if unknown:
         raise ValueError(f"unknown TLS overrides {unknown}")
     return replace(config, **given)
-
-
-def _bool(value: object, name: str, errors: list[str]) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text not in _FALSE:
-        errors.append(f"{name} must be true or false, not {value!r}")
-    return False
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Literal, get_args
 
-__all__ = ["ROLES", "ROLE_PERMISSIONS", "allowed"]
+__all__ = ["PERMISSIONS", "ROLES", "ROLE_PERMISSIONS", "Permission", "allowed"]
 
-_ALL = (
+Permission = Literal[
     "sessions:create",
     "sessions:read",
     "sessions:update",
@@ -33,7 +34,10 @@ _ALL = (
     "pipeline:control",
     "statistics:read",
     "audit:read",
-)
+]
+"""What a route may need (see :mod:`lucid_sessions.api.auth` for which route needs which)."""
+PERMISSIONS: tuple[str, ...] = get_args(Permission)
+_ALL = PERMISSIONS
 
 ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = MappingProxyType(
     {

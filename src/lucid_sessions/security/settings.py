@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lucid_sessions.config_values import parse_bool
 from lucid_sessions.errors import InvalidConfigError
 from lucid_sessions.security.ratelimit import RateLimits
 from lucid_sessions.security.tokens import (
@@ -47,9 +48,6 @@ from lucid_sessions.security.tokens import (
 )
 
 __all__ = ["SecurityConfig", "load_security", "signing_key", "token_verifier"]
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,17 +74,6 @@ class SecurityConfig:
         return any(
             (self.jwt_secret, self.jwt_secret_file, self.jwt_public_key_file, self.jwks_file)
         )
-
-
-def _bool(value: object, name: str, errors: list[str]) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text not in _FALSE:
-        errors.append(f"{name} must be true or false, not {value!r}")
-    return False
 
 
 def load_security(
@@ -131,7 +118,7 @@ def load_security(
             errors.append(f"JWT leeway must be an integer number of seconds, not {leeway!r}")
     public = setting(auth.get("metrics_public"), "LUCID_METRICS_PUBLIC")
     if public is not None:
-        values["metrics_public"] = _bool(public, "metrics_public", errors)
+        values["metrics_public"] = parse_bool(public, "metrics_public", errors)
     rates = setting(dict(limits) or None, "LUCID_RATE_LIMITS")
     window = setting(limits.get("window_s"), "LUCID_RATE_WINDOW_S")
     if rates is not None or window is not None:
