@@ -1,8 +1,13 @@
 """The metadata store contract: every rule of :mod:`lucid_sessions.storage.metadata`.
 
 Every test here runs against each implementation in ``STORE_FACTORIES``; a new backend
-joins by adding one async factory (it gets a fresh empty folder per test). Tests use only
-the :class:`MetadataStore` interface, except the few marked SQLite-only at the end.
+joins by adding one async factory (it gets a fresh empty folder per test, and the test's
+fixture request for servers or databases it needs). Tests use only the
+:class:`MetadataStore` interface, except the few marked SQLite-only at the end.
+
+``mongo`` runs against the MongoDB of ``tests/mongo_fixtures.py``: a private nx-27017 (a
+MongoDB-wire-compatible server on SQLite) unless ``LUCID_TEST_MONGODB_URI`` names a real
+one, with a database of the test's own.
 
 Each test runs its calls on one event loop (the ``run`` fixture), the one the store was
 created on, so backends whose clients are bound to a loop work too.
@@ -38,20 +43,28 @@ from lucid_sessions.storage.metadata import (
     SessionRecord,
     WrappedKeyRecord,
 )
+from lucid_sessions.storage.mongo_store import MongoStore
 from lucid_sessions.storage.sqlite_store import SQLiteStore
 
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
 
 
-async def _sqlite(folder: Path) -> MetadataStore:
+async def _sqlite(folder: Path, request: pytest.FixtureRequest) -> MetadataStore:
     return SQLiteStore(folder / "metadata.db")
 
 
-STORE_FACTORIES: dict[str, Callable[[Path], Awaitable[MetadataStore]]] = {
+async def _mongo(folder: Path, request: pytest.FixtureRequest) -> MetadataStore:
+    uri = request.getfixturevalue("mongodb_uri")
+    return await MongoStore.open(uri, database=request.getfixturevalue("mongo_database"))
+
+
+STORE_FACTORIES: dict[str, Callable[[Path, pytest.FixtureRequest], Awaitable[MetadataStore]]] = {
     "sqlite": _sqlite,
+    "mongo": _mongo,
 }
-"""Implementation name -> async factory taking an empty folder. Extend for new backends."""
+"""Implementation name -> async factory taking an empty folder and the fixture request.
+Extend for new backends."""
 
 
 @pytest.fixture
@@ -64,7 +77,7 @@ def run() -> Iterator[Run[Any]]:
 def store(request: pytest.FixtureRequest, tmp_path: Path, run: Run[Any]) -> Iterator[MetadataStore]:
     folder = tmp_path / f"store-{request.param}"
     folder.mkdir()
-    opened = run(STORE_FACTORIES[request.param](folder))
+    opened = run(STORE_FACTORIES[request.param](folder, request))
     yield opened
     run(opened.close())
 

@@ -22,7 +22,7 @@ import click
 from lucid_sessions import __version__
 from lucid_sessions.chunkfile import QUALITY_LEVELS
 from lucid_sessions.errors import LucidError
-from lucid_sessions.storage.datadir import DATA_DIR_ENV, DataDir, default_data_dir
+from lucid_sessions.storage.datadir import DATA_DIR_ENV, DataDir, default_data_dir, open_data_dir
 
 T = TypeVar("T")
 
@@ -83,7 +83,7 @@ def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
 async def _with_datadir(
     data_dir: Path | None, body: Callable[[DataDir], Awaitable[T]], *, create: bool = False
 ) -> T:
-    datadir = DataDir.open(data_dir or default_data_dir(), create=create)
+    datadir = await open_data_dir(data_dir or default_data_dir(), create=create)
     try:
         return await body(datadir)
     finally:

@@ -26,7 +26,7 @@ import click
 from lucid_sessions.audit import AuditEntry, AuditHead, audit_time, summary_lines, verify_chain
 from lucid_sessions.cli import data_dir_option, main, run_async
 from lucid_sessions.crypto import load_public_key
-from lucid_sessions.storage.datadir import DataDir, default_data_dir
+from lucid_sessions.storage.datadir import default_data_dir, open_data_dir
 from lucid_sessions.storage.sqlite_store import SQLiteStore
 
 __all__ = ["audit"]
@@ -65,7 +65,7 @@ async def _read_log(store: SQLiteStore) -> tuple[list[AuditEntry], list[AuditHea
 async def audit_verify(trusted_key: Path | None, as_json: bool, data_dir: Path | None) -> None:
     """Check every entry and signed head; name each edited, deleted, inserted or
     reordered entry by its seq. Exits 0 only if the log is intact."""
-    datadir = DataDir.open(data_dir or default_data_dir())
+    datadir = await open_data_dir(data_dir or default_data_dir())
     try:
         if trusted_key is not None:
             trusted: bytes | None = load_public_key(trusted_key.read_bytes())
@@ -125,7 +125,7 @@ async def audit_ls(
     data_dir: Path | None,
 ) -> None:
     """List audit entries, oldest first."""
-    datadir = DataDir.open(data_dir or default_data_dir())
+    datadir = await open_data_dir(data_dir or default_data_dir())
     try:
         page = await datadir.store.list_audit(
             subject=subject,

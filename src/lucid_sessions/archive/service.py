@@ -22,7 +22,7 @@ from lucid_sessions.crypto import DataKey, load_public_key
 from lucid_sessions.errors import InvalidConfigError, LucidError, NotFoundError
 from lucid_sessions.manifest import Manifest
 from lucid_sessions.recording.codec import Pixels
-from lucid_sessions.storage.datadir import DataDir, default_data_dir
+from lucid_sessions.storage.datadir import DataDir, default_data_dir, open_data_dir
 
 __all__ = [
     "describe_session",
@@ -151,7 +151,7 @@ async def verify_target(
             return verify_evidence(bundle, trusted_key=trusted, data_key=key, progress=progress)
     if "/" in target or target.endswith(".tar"):
         raise NotFoundError(f"bundle {target} does not exist")
-    datadir = DataDir.open(data_dir or default_data_dir())
+    datadir = await open_data_dir(data_dir or default_data_dir())
     try:
         loaded = await load_manifest(datadir, target)
         if trusted is None:

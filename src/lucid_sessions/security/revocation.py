@@ -199,9 +199,11 @@ async def open_revocations(config: ClusterConfig) -> AsyncIterator[RevocationLis
         finally:
             await redis_list.close()
         return
-    from lucid_sessions.storage.datadir import DataDir
+    from lucid_sessions.storage.datadir import open_data_dir
 
-    datadir = DataDir.open(config.data_dir, create=False)
+    datadir = await open_data_dir(
+        config.data_dir, mongodb_uri=config.mongodb_uri, mongodb_database=config.mongodb_database
+    )
     try:
         yield StoreRevocationList(datadir.store)
     finally:

@@ -25,6 +25,7 @@ from pathlib import Path
 from lucid_sessions.crypto import ClusterKey, MasterKey, write_key_file
 from lucid_sessions.errors import InvalidConfigError, StorageError, WrongKeyError
 from lucid_sessions.storage.chunk_store import ChunkStore, write_atomic
+from lucid_sessions.storage.metadata import MetadataStore
 from lucid_sessions.storage.sqlite_store import SQLiteStore
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "DataDir",
     "MasterKeySource",
     "default_data_dir",
+    "open_data_dir",
     "resolve_master_key",
 ]
 
@@ -92,17 +94,24 @@ class DataDir:
         self.path = path
         self._marker = marker
         self._key_file = key_file
-        self._store: SQLiteStore | None = None
+        self._store: MetadataStore | None = None
         self.chunks = ChunkStore(path / "chunks")
         self._master: MasterKeySource | None = None
         self._cluster_key: ClusterKey | None = None
 
     @property
-    def store(self) -> SQLiteStore:
-        """The SQLite metadata store, opened on first use."""
+    def store(self) -> MetadataStore:
+        """The metadata store: the one attached (MongoDB), else SQLite, opened on first use."""
         if self._store is None:
             self._store = SQLiteStore(self.path / "metadata.db")
         return self._store
+
+    def attach_store(self, store: MetadataStore) -> None:
+        """Keep metadata in ``store`` (MongoDB) instead of ``metadata.db``; it is closed
+        with the data directory. Must come before the first use of :attr:`store`."""
+        if self._store is not None:
+            raise StorageError("the data directory's metadata store is already open")
+        self._store = store
 
     @classmethod
     def open(
@@ -206,3 +215,33 @@ class DataDir:
         if self._store is not None:
             await self._store.close()
             self._store = None
+
+
+MONGODB_URI_ENV = "LUCID_MONGODB_URI"
+MONGODB_DATABASE_ENV = "LUCID_MONGODB_DATABASE"
+
+
+async def open_data_dir(
+    path: Path | str,
+    *,
+    create: bool = False,
+    key_file: Path | None = None,
+    mongodb_uri: str | None = None,
+    mongodb_database: str | None = None,
+) -> DataDir:
+    """:meth:`DataDir.open`, with the metadata in MongoDB when a URI is given or
+    ``LUCID_MONGODB_URI`` is set: the command line then reads and writes the same
+    metadata as a production cluster, while chunks and keys stay in the folder."""
+    datadir = DataDir.open(path, create=create, key_file=key_file)
+    uri = mongodb_uri or os.environ.get(MONGODB_URI_ENV)
+    if not uri:
+        return datadir
+    from lucid_sessions.storage.mongo_store import MongoStore
+
+    try:
+        database = mongodb_database or os.environ.get(MONGODB_DATABASE_ENV) or "lucid_sessions"
+        datadir.attach_store(await MongoStore.open(uri, database=database))
+    except BaseException:
+        await datadir.close()
+        raise
+    return datadir
