@@ -82,6 +82,7 @@ def imported(cli: Cli, tmp_path: Path) -> tuple[str, list[np.ndarray]]:
     return out.strip(), frames
 
 
+from tests.mongo_fixtures import mongo_database, mongodb_uri  # noqa: E402, F401
 from tests.rdp_fixtures import capture_deps, nla_server, tls_server  # noqa: E402, F401
 from tests.redis_fixtures import private_redis, redis_prefix, redis_url  # noqa: E402, F401
 from tests.tls_fixtures import tls_files  # noqa: E402, F401
