@@ -106,11 +106,11 @@ def test_all_in_one_records_through_the_api_and_the_bundle_verifies(tls_server, 
         serve.stop()
 
 
-def test_five_processes_talking_grpc_record_the_same_flow(tls_server, tmp_path, cli):
+def _five_processes(tls_server, tmp_path, cli, backends: dict[str, str]) -> None:
     data_dir = tmp_path / "data"
     ports = {name: free_port() for name in COMPONENTS}
     env = {f"LUCID_{name.upper()}_PORT": str(port) for name, port in ports.items()}
-    procs = [ServeProcess(data_dir, env, targets=name) for name in COMPONENTS]
+    procs = [ServeProcess(data_dir, {**env, **backends}, targets=name) for name in COMPONENTS]
     try:
         for proc in procs:
             proc.start()
@@ -121,6 +121,27 @@ def test_five_processes_talking_grpc_record_the_same_flow(tls_server, tmp_path, 
     finally:
         for proc in reversed(procs):
             proc.stop()
+
+
+def test_five_processes_talking_grpc_record_the_same_flow(tls_server, tmp_path, cli):
+    _five_processes(tls_server, tmp_path, cli, {})
+
+
+def test_five_processes_on_mongodb_and_redis_record_the_same_flow(
+    tls_server, tmp_path, cli, mongodb_uri, mongo_database, redis_url, redis_prefix, monkeypatch
+):
+    """The production shape: metadata in MongoDB (nx-27017 here), rate budgets,
+    revocations, the session cache and chunk coordination in Redis."""
+    backends = {
+        "LUCID_MONGODB_URI": mongodb_uri,
+        "LUCID_MONGODB_DATABASE": mongo_database,
+        "LUCID_REDIS_URL": redis_url,
+        "LUCID_REDIS_PREFIX": redis_prefix,
+    }
+    for name, value in backends.items():
+        monkeypatch.setenv(name, value)  # the CLI checks of the flow read the same metadata
+    _five_processes(tls_server, tmp_path, cli, backends)
+    assert not (tmp_path / "data" / "metadata.db").exists()
 
 
 def test_kill_9_mid_recording_then_restart_ends_interrupted_with_every_stored_chunk(

@@ -31,7 +31,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from lucid_sessions.anchoring import LocalAnchorLog
 from lucid_sessions.api.context import ApiSettings, ServiceHealth
@@ -83,7 +83,7 @@ class Cluster:
         return {
             "keys": Module("keys", self._init_keys),
             "storage": Module("storage", self._init_storage, deps("keys")),
-            "processor": Module("processor", self._init_processor, deps("keys")),
+            "processor": Module("processor", self._init_processor, deps("keys", "storage")),
             "pipeline": Module(
                 "pipeline", self._init_pipeline, deps("keys", "storage", "processor")
             ),
@@ -155,20 +155,92 @@ class Cluster:
         return value
 
     async def _init_storage(self) -> Service:
-        storage = StorageService(self.keys.datadir, audit_signer=self.keys.signer)
+        """Metadata in MongoDB when ``mongodb_uri`` is set (opened, pinged and indexed here,
+        attached to the data directory, which closes it), else the data directory's SQLite
+        store."""
+        datadir = self.keys.datadir
+        if self.config.mongodb_uri:
+            from lucid_sessions.storage.mongo_store import MongoStore
+
+            mongo = await MongoStore.open(
+                self.config.mongodb_uri, database=self.config.mongodb_database
+            )
+            datadir.attach_store(mongo)
+            log.info("metadata in MongoDB", extra={"mongodb": mongo.where})
+        storage = StorageService(datadir, audit_signer=self.keys.signer)
         await storage.health()
         await self._serve_grpc("storage", storage)
         return Service("storage", storage, storage.shutdown)  # signs the last audit head
 
+    # Redis: pipeline coordination and the session cache (cluster/coordination.py)
+
+    @property
+    def coordinated(self) -> bool:
+        """Chunks go through Redis streams: Redis is configured and the processor and the
+        pipeline run in different processes."""
+        local = self.config.local
+        return bool(self.config.security.redis_url) and not {"pipeline", "processor"} <= local
+
+    def _redis(self) -> Any:
+        """This process's Redis client (made once, closed with the other clients)."""
+        holder = self._clients.get("redis")
+        if holder is None:
+            from lucid_sessions.security.redis_conn import open_redis
+
+            assert self.config.security.redis_url is not None
+            client = open_redis(self.config.security.redis_url)
+            holder = self._clients["redis"] = _RedisHolder(client)
+        return holder.client
+
+    def _cached(self, storage: Storage) -> Storage:
+        """``storage`` with get_session read through Redis when Redis is configured."""
+        if not self.config.security.redis_url:
+            return storage
+        from lucid_sessions.cluster.coordination import CachingStorage, SessionCache
+
+        cache = SessionCache(self._redis(), prefix=self.config.security.redis_prefix)
+        return cast(Storage, CachingStorage(storage, cache))
+
     async def _init_processor(self) -> Service:
         processor = ProcessorService(self.keys.master, workers=self.config.processor_threads)
         await self._serve_grpc("processor", processor)
-        return Service("processor", processor, processor.close)
+        if not self.coordinated or "pipeline" in self.config.local:
+            return Service("processor", processor, processor.close)
+        from lucid_sessions.cluster.coordination import ChunkConsumer
+
+        consumer = ChunkConsumer(
+            self._redis(),
+            self.dependency("storage"),
+            processor,
+            prefix=self.config.security.redis_prefix,
+            claim_timeout_s=self.config.claim_timeout_s,
+            workers=self.config.processor_threads,
+        )
+        await consumer.start()
+        log.info("consuming chunks from Redis", extra={"consumer": consumer.name})
+
+        async def stop() -> None:
+            await consumer.close()
+            await processor.close()
+
+        return Service("processor", processor, stop)
 
     async def _init_pipeline(self) -> Service:
         keys = self.keys
-        storage: Storage = self.dependency("storage")
-        processor: Processor = self.dependency("processor")
+        storage: Storage = self._cached(self.dependency("storage"))
+        coordinator = None
+        processor: Processor | None = None
+        if self.coordinated:
+            from lucid_sessions.cluster.coordination import ChunkCoordinator
+
+            coordinator = ChunkCoordinator(
+                self._redis(),
+                storage,
+                prefix=self.config.security.redis_prefix,
+                claim_timeout_s=self.config.claim_timeout_s,
+            )
+        else:
+            processor = self.dependency("processor")
         pipeline = PipelineManager(
             storage,
             processor,
@@ -178,6 +250,7 @@ class Cluster:
             queue_size=self.config.queue_size,
             workers=self.config.pipeline_workers,
             on_chunk=self.metrics.chunk_processed,
+            coordinator=coordinator,
         )
         if "recorder" not in self.config.local:
             pipeline.attach_recorder(self.dependency("recorder"))
@@ -211,7 +284,7 @@ class Cluster:
         app = create_app(
             authorizer=authorizer,
             pipeline=pipeline,
-            storage=storage,
+            storage=self._cached(storage),
             recorder=recorder,
             health_checks={name: self._health_check(name) for name in _ORDER},
             metrics=self.metrics,
@@ -285,6 +358,16 @@ class Cluster:
             if close is not None:
                 with contextlib.suppress(Exception):
                     await close()
+
+
+class _RedisHolder:
+    """Keeps the Redis client among the clients, so :meth:`Cluster.stop` closes it."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def close(self) -> None:
+        await self.client.aclose()
 
 
 _ORDER = ["storage", "processor", "pipeline", "recorder", "api"]

@@ -12,12 +12,20 @@ Every setting, its variable and its TOML key (``[section] key``)::
     queue size          LUCID_QUEUE_SIZE            [pipeline] queue_size = 8
     pipeline workers    LUCID_PIPELINE_WORKERS      [pipeline] workers = 2
     processor threads   LUCID_PROCESSOR_THREADS     [processor] threads = 2
+    claim timeout       LUCID_CLAIM_TIMEOUT_S       [processor] claim_timeout_s = 15
+                        (with Redis: a chunk entry a processor left unacknowledged this
+                        long is claimed by another; see cluster/coordination.py)
     API TLS             LUCID_API_TLS_CERT / _KEY   [api] tls_cert, tls_key (PEM files)
     API mutual TLS      LUCID_API_TLS_CLIENT_CA     [api] tls_client_ca
     gRPC TLS            LUCID_GRPC_TLS_CERT / _KEY  [grpc] tls_cert, tls_key
     gRPC CA             LUCID_GRPC_TLS_CA           [grpc] tls_ca
     gRPC mutual TLS     LUCID_GRPC_REQUIRE_CLIENT_CERT  [grpc] require_client_cert = false
     gRPC TLS name       LUCID_GRPC_TLS_SERVER_NAME  [grpc] tls_server_name (explicit only)
+    MongoDB metadata    LUCID_MONGODB_URI           [mongodb] uri (unset: SQLite in data_dir)
+    MongoDB database    LUCID_MONGODB_DATABASE      [mongodb] database = "lucid_sessions"
+
+The MongoDB URI may carry a password: it is kept out of the config's repr, and whatever
+names the server names it through :func:`~lucid_sessions.storage.mongo_store.redact_uri`.
 
 TLS settings, what each side presents and verifies: see :mod:`lucid_sessions.cluster.tls`
 (the command line passes them as ``tls={field: value}``).
@@ -67,10 +75,14 @@ class ClusterConfig:
     queue_size: int = 8
     pipeline_workers: int = 2
     processor_threads: int = 2
+    claim_timeout_s: float = 15.0
     security: SecurityConfig = field(default_factory=SecurityConfig)
     """Token verification, rate limits and Redis (see :mod:`lucid_sessions.security.settings`)."""
     tls: TlsConfig = field(default_factory=TlsConfig)
     """HTTPS for the API, TLS for gRPC (see :mod:`lucid_sessions.cluster.tls`)."""
+    mongodb_uri: str | None = field(default=None, repr=False)
+    """Metadata in MongoDB instead of the data directory's SQLite (may hold a password)."""
+    mongodb_database: str = "lucid_sessions"
 
     @property
     def local(self) -> frozenset[str]:
@@ -104,6 +116,28 @@ def _int(value: object, name: str, errors: list[str], low: int, high: int) -> in
     if not low <= number <= high:
         errors.append(f"{name} must be between {low} and {high}, not {number}")
     return number
+
+
+def _load_mongodb(
+    toml: dict[str, Any], setting: Any, values: dict[str, Any], errors: list[str]
+) -> None:
+    """``[mongodb] uri, database`` / ``LUCID_MONGODB_URI``, ``LUCID_MONGODB_DATABASE``.
+    Messages never quote the URI: it may hold a password."""
+    uri = setting(toml.get("uri"), "LUCID_MONGODB_URI")
+    if uri:
+        text = str(uri).strip()
+        if not text.startswith(("mongodb://", "mongodb+srv://")):
+            errors.append("MongoDB URI must start with mongodb:// or mongodb+srv://")
+        values["mongodb_uri"] = text
+    database = setting(toml.get("database"), "LUCID_MONGODB_DATABASE")
+    if database is not None:
+        name = str(database).strip()
+        if not 0 < len(name) <= 63 or any(ch in name for ch in '/\\. "$'):
+            errors.append(
+                "MongoDB database name must be 1-63 characters without spaces or any of "
+                f'/\\."$, not {name!r}'
+            )
+        values["mongodb_database"] = name
 
 
 def load_config(
@@ -172,6 +206,15 @@ def load_config(
         value = setting(toml, var)
         if value is not None:
             values[name] = _int(value, name.replace("_", " "), errors, low, high)
+    claim = setting(section("processor").get("claim_timeout_s"), "LUCID_CLAIM_TIMEOUT_S")
+    if claim is not None:
+        try:
+            values["claim_timeout_s"] = float(str(claim))
+            if not 0.1 <= values["claim_timeout_s"] <= 3600:
+                errors.append(f"claim timeout must be between 0.1 and 3600 s, not {claim}")
+        except ValueError:
+            errors.append(f"claim timeout must be a number of seconds, not {claim!r}")
+    _load_mongodb(section("mongodb"), setting, values, errors)
     values["security"] = load_security(raw, setting, errors)
     values["tls"] = load_tls(raw, setting, errors, overrides.pop("tls", None))
     for key, value in overrides.items():

@@ -66,10 +66,26 @@ class Storage(MetadataStore, Protocol):
     """Session metadata plus stored chunk bytes (the storage component, port 8086).
 
     ``store_chunk`` writes the chunk file, then its record, and is idempotent for the same
-    bytes; ``delete_session`` removes the files too.
+    bytes; first writer wins for a chunk processed twice (a record with another leaf
+    hash for a sequence already recorded: the first copy is kept and the call returns
+    normally); ``delete_session`` removes the files too.
+
+    Staged chunks (pipeline coordination through Redis): opaque bytes, sealed by the
+    pipeline, that wait in storage for whichever processor takes them; ``stage_chunk``
+    is atomic and idempotent, ``drop_staged_chunk`` is idempotent.
     """
 
     async def store_chunk(self, record: ChunkRecord, data: bytes) -> None: ...
+
+    async def stage_chunk(self, session_id: str, sequence: int, data: bytes) -> None: ...
+
+    async def read_staged_chunk(self, session_id: str, sequence: int) -> bytes:
+        """ChunkNotFoundError when nothing is staged (anymore) for that sequence."""
+        ...
+
+    async def drop_staged_chunk(self, session_id: str, sequence: int) -> None: ...
+
+    async def staged_sequences(self, session_id: str) -> list[int]: ...
 
     async def read_chunk(self, session_id: str, sequence: int) -> bytes: ...
 

@@ -18,6 +18,13 @@ recorder, whose sampler then counts dropped frames). Transient failures
 backoff; a chunk that still fails is counted and the session ends interrupted with what
 was stored. Finalisation signs the manifest over the stored chunks and anchors its root.
 
+With a :class:`~lucid_sessions.cluster.coordination.ChunkCoordinator` (Redis configured,
+processors in other processes), a worker does not call the processor: it seals the chunk
+under the session key, stages it in storage and publishes it to a Redis stream that every
+processor process consumes; the chunk counts as pending until a processor reports it
+stored (or the coordinator finds it stored in storage). At most ``max_in_flight`` chunks
+are staged and not yet stored at once, so backpressure still reaches the recorder.
+
 On start, :meth:`PipelineManager.recover` closes every session a previous process left
 open (starting, recording, paused, stopped, processing): it is finalised as interrupted
 with every chunk that reached storage.
@@ -39,6 +46,7 @@ from lucid_sessions.archive.finalize import finalize_session
 from lucid_sessions.archive.quality import AdaptiveLevel
 from lucid_sessions.archive.writer import new_session_id
 from lucid_sessions.chunkfile import zstd_level
+from lucid_sessions.cluster.coordination import ChunkCoordinator, seal_staged
 from lucid_sessions.cluster.interfaces import (
     CaptureSpec,
     Processor,
@@ -114,7 +122,7 @@ class PipelineManager:
     def __init__(
         self,
         storage: Storage,
-        processor: Processor,
+        processor: Processor | None,
         *,
         master: MasterKey,
         signer: ClusterKey,
@@ -124,6 +132,8 @@ class PipelineManager:
         retries: int = 5,
         backoff_s: float = 0.2,
         on_chunk: Callable[[str, float], None] | None = None,
+        coordinator: ChunkCoordinator | None = None,
+        max_in_flight: int | None = None,
     ) -> None:
         self.storage = storage
         self.processor = processor
@@ -143,6 +153,11 @@ class PipelineManager:
         self._ended: set[str] = set()
         self._on_chunk = on_chunk
         self.counters = {"processed": 0, "failed": 0, "retried": 0, "duplicate": 0}
+        self._coordinator = coordinator
+        self._in_flight = asyncio.Semaphore(max_in_flight or max(16, 4 * queue_size))
+        self._published_at: dict[tuple[str, int], float] = {}
+        if coordinator is not None:
+            coordinator.on_done = self._chunk_done
 
     def attach_recorder(self, recorder: Recorder) -> None:
         self._recorder = recorder
@@ -158,6 +173,8 @@ class PipelineManager:
     async def start(self) -> None:
         """Recover sessions left open, then start the chunk workers."""
         await self.recover()
+        if self._coordinator is not None:
+            await self._coordinator.start()
         self._workers = [
             asyncio.create_task(self._work(), name=f"pipeline-worker-{i}")
             for i in range(self._workers_n)
@@ -172,6 +189,8 @@ class PipelineManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._workers = []
+        if self._coordinator is not None:
+            await self._coordinator.close()
         if self._finalising:
             await asyncio.gather(*self._finalising, return_exceptions=True)
 
@@ -385,7 +404,7 @@ class PipelineManager:
         task.add_done_callback(self._finalising.discard)
 
     async def pipeline_status(self) -> Mapping[str, Any]:
-        return {
+        status: dict[str, Any] = {
             "state": "running" if self._running.is_set() else "paused",
             "queue_depth": self._queue.qsize(),
             "queue_capacity": self._queue.maxsize,
@@ -393,6 +412,14 @@ class PipelineManager:
             "active_sessions": sorted(self._live),
             "chunks": dict(self.counters),
         }
+        if self._coordinator is not None:
+            status["coordination"] = {
+                "backend": "redis",
+                "outstanding": self._coordinator.outstanding,
+                **self._coordinator.counters,
+                "processors": await self._coordinator.stats(),
+            }
+        return status
 
     async def pause_pipeline(self) -> None:
         self._running.clear()
@@ -426,15 +453,21 @@ class PipelineManager:
                 self._queue.task_done()
 
     async def _handle(self, session_id: str, raw: RawChunk) -> None:
+        if self._coordinator is not None:
+            await self._stage(session_id, raw)
+            return
         live = self._live.get(session_id)
         if live is None:
             return
         started = time.monotonic()
         try:
             level = live.level.level
+            processor = self.processor
+            if processor is None:
+                raise PipelineError("the pipeline has no processor (and no coordinator)")
             processed = await self._retry(
                 f"processing chunk {raw.sequence} of {session_id}",
-                lambda: self.processor.process(
+                lambda: processor.process(
                     raw,
                     session_id=session_id,
                     wrapped_key=live.wrapped,
@@ -469,6 +502,68 @@ class PipelineManager:
             if live.pending == 0:
                 live.idle.set()
 
+    def _chunk_failed(self, session_id: str, live: _Live, sequence: int, message: str) -> None:
+        live.failed += 1
+        self.counters["failed"] += 1
+        log.error(
+            "chunk failed",
+            extra={"session_id": session_id, "sequence": sequence, "error": message},
+        )
+
+    def _chunk_settled(self, live: _Live) -> None:
+        live.pending -= 1
+        if live.pending == 0:
+            live.idle.set()
+
+    async def _stage(self, session_id: str, raw: RawChunk) -> None:
+        """Coordinated flow: seal, stage in storage, publish; done in :meth:`_chunk_done`."""
+        live = self._live.get(session_id)
+        if live is None:
+            return
+        await self._in_flight.acquire()
+        started = time.monotonic()
+        try:
+            blob = await asyncio.to_thread(seal_staged, raw, live.key, session_id)
+            await self._retry(
+                f"staging chunk {raw.sequence} of {session_id}",
+                lambda: self.storage.stage_chunk(session_id, raw.sequence, blob),
+            )
+        except LucidError as exc:
+            self._in_flight.release()
+            self._chunk_failed(session_id, live, raw.sequence, exc.message)
+            if self._on_chunk is not None:
+                self._on_chunk("failed", time.monotonic() - started)
+            self._chunk_settled(live)
+            return
+        except BaseException:
+            self._in_flight.release()
+            raise
+        assert self._coordinator is not None
+        self._published_at[(session_id, raw.sequence)] = started
+        await self._coordinator.publish(
+            session_id,
+            raw.sequence,
+            level=live.level.level,
+            hash_algorithm=live.hash_algorithm,
+            wrapped_key=live.wrapped,
+        )
+
+    def _chunk_done(self, session_id: str, sequence: int, ok: bool, error: str | None) -> None:
+        """The coordinator's report that a published chunk is stored (or given up)."""
+        self._in_flight.release()
+        started = self._published_at.pop((session_id, sequence), None)
+        elapsed = 0.0 if started is None else time.monotonic() - started
+        live = self._live.get(session_id)
+        if live is None:
+            return
+        if ok:
+            self.counters["processed"] += 1
+        else:
+            self._chunk_failed(session_id, live, sequence, error or "processing failed")
+        if self._on_chunk is not None:
+            self._on_chunk("processed" if ok else "failed", elapsed)
+        self._chunk_settled(live)
+
     async def _finish(self, end: RecordingEnd) -> None:
         live = self._live.get(end.session_id)
         if live is not None:
@@ -488,6 +583,10 @@ class PipelineManager:
         finally:
             self._live.pop(end.session_id, None)
             self._ended.discard(end.session_id)
+            if self._coordinator is not None:
+                for sequence in self._coordinator.forget(end.session_id):
+                    self._in_flight.release()
+                    self._published_at.pop((end.session_id, sequence), None)
 
     async def _close(self, session_id: str, status: str, reason: str | None) -> None:
         session = await self.storage.get_session(session_id)
@@ -498,6 +597,8 @@ class PipelineManager:
         manifest = await finalize_session(
             self.storage, self._signer, session_id, status=status, reason=reason
         )
+        if self._coordinator is not None:
+            await self._drop_staged(session_id)
         receipt = await self._anchor.anchor(session_id, manifest.root)
         await self.storage.update_session(
             session_id,
@@ -513,6 +614,15 @@ class PipelineManager:
                 }
             },
         )
+
+    async def _drop_staged(self, session_id: str) -> None:
+        """Remove what is still staged for a finalised session (chunks that failed, or
+        that a previous process staged and never saw stored)."""
+        try:
+            for sequence in await self.storage.staged_sequences(session_id):
+                await self.storage.drop_staged_chunk(session_id, sequence)
+        except LucidError as exc:
+            log.warning("could not clear the staged chunks of %s: %s", session_id, exc.message)
 
     async def wait_idle(self, session_id: str, timeout: float = 30.0) -> None:
         """Wait until the session's finalisation is done (tests and the CLI use this)."""

@@ -6,6 +6,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from lucid_sessions.archive.processor import ChunkProcessor, ProcessedChunk
+from lucid_sessions.cluster.coordination import open_staged
 from lucid_sessions.crypto import DataKey, MasterKey, unwrap_data_key
 from lucid_sessions.merkle import get_hasher
 from lucid_sessions.recording.chunker import RawChunk
@@ -46,6 +47,31 @@ class ProcessorService:
         return await loop.run_in_executor(
             self._pool,
             lambda: processor.process(raw, session_id=session_id, data_key=key, level=level),
+        )
+
+    async def process_staged(
+        self,
+        blob: bytes,
+        *,
+        session_id: str,
+        sequence: int,
+        wrapped_key: bytes,
+        level: int,
+        hash_algorithm: str,
+    ) -> ProcessedChunk:
+        """Process a chunk as the pipeline staged it (:func:`.coordination.seal_staged`):
+        open it with the session key, then :meth:`process` it."""
+        key = self._key(wrapped_key)
+        loop = asyncio.get_running_loop()
+        raw = await loop.run_in_executor(
+            self._pool, lambda: open_staged(blob, key, session_id, sequence)
+        )
+        return await self.process(
+            raw,
+            session_id=session_id,
+            wrapped_key=wrapped_key,
+            level=level,
+            hash_algorithm=hash_algorithm,
         )
 
     async def close(self) -> None:

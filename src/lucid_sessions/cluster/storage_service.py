@@ -13,14 +13,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import re
 import shutil
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from lucid_sessions.audit import AuditEntry, AuditEvent, AuditHead, sign_head
 from lucid_sessions.cluster.interfaces import StorageHealth
 from lucid_sessions.crypto import ClusterKey
-from lucid_sessions.errors import LucidError
+from lucid_sessions.errors import (
+    AlreadyExistsError,
+    ChunkNotFoundError,
+    LucidError,
+    StorageError,
+)
+from lucid_sessions.storage.chunk_store import check_id, check_sequence, write_atomic
 from lucid_sessions.storage.datadir import DataDir
 from lucid_sessions.storage.metadata import (
     AuditPage,
@@ -40,6 +49,11 @@ log = logging.getLogger(__name__)
 DEFAULT_SIGN_EVERY = 100
 DEFAULT_SIGN_INTERVAL_S = 60.0
 _TAIL_PAGE = 500
+STAGING_DIR = "staging"
+"""Raw chunks waiting for a processor (Redis coordination): ``staging/<session>/<seq>.raw``,
+sealed by the pipeline under the session's data key."""
+_STAGED_SUFFIX = ".raw"
+_STAGED_NAME = re.compile(r"^([0-9]{8,})\.raw\Z")
 
 
 class StorageService:
@@ -62,7 +76,7 @@ class StorageService:
     ) -> None:
         self.datadir = datadir
         self.metadata: MetadataStore = metadata or datadir.store
-        self.metadata_kind = "sqlite" if metadata is None else type(metadata).__name__
+        self.metadata_kind: str = getattr(self.metadata, "kind", "sqlite")
         self._signer = audit_signer
         self.audit_sign_every = audit_sign_every
         self.audit_sign_interval_s = audit_sign_interval_s
@@ -70,6 +84,9 @@ class StorageService:
         self._sign_lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_tasks: set[asyncio.Task[Any]] = set()
+        self._chunk_locks: dict[tuple[str, int], tuple[asyncio.Lock, int]] = {}
+        self.duplicates = 0
+        """Stores of a chunk that was already stored (kept as first written)."""
 
     # metadata, delegated
 
@@ -104,6 +121,7 @@ class StorageService:
     async def delete_session(self, session_id: str) -> None:
         await self.metadata.get_session(session_id)
         await asyncio.to_thread(self.datadir.chunks.delete_session, session_id)
+        await asyncio.to_thread(self._drop_staging, session_id)
         await self.metadata.delete_session(session_id)
 
     async def put_chunk(self, record: ChunkRecord) -> None:
@@ -269,9 +287,134 @@ class StorageService:
     # chunk bytes
 
     async def store_chunk(self, record: ChunkRecord, data: bytes) -> None:
+        """Store a chunk's file, then its record; first writer wins.
+
+        - The same record and bytes again: a no-op. The same record (same leaf hash) with
+          other bytes: refused (:class:`AlreadyExistsError`), the bytes do not match it.
+        - A record with another leaf hash for a (session, sequence) already recorded:
+          a chunk processed twice (a processor that died after storing, a redelivered
+          stream entry; nonces are random, so the bytes and hash differ). The first copy
+          is kept, file and record untouched, and the call returns normally, so the
+          chunk appears once in the tree.
+        - A file without a record (a crash between the two writes) is referenced by
+          nothing yet: it is replaced by the new bytes and the record written.
+
+        Stores of one chunk are serialised in this process, so file and record match.
+        """
         await self.metadata.get_session(record.session_id)
-        await asyncio.to_thread(self.datadir.chunks.put, record.session_id, record.sequence, data)
-        await self.metadata.put_chunk(record)
+        key = (record.session_id, record.sequence)
+        lock, users = self._chunk_locks.get(key, (asyncio.Lock(), 0))
+        self._chunk_locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                try:
+                    first = await self.metadata.get_chunk(record.session_id, record.sequence)
+                except ChunkNotFoundError:
+                    first = None
+                if first is None:
+                    await asyncio.to_thread(
+                        self._put_file, record.session_id, record.sequence, data
+                    )
+                    await self.metadata.put_chunk(record)
+                elif first.leaf_hash == record.leaf_hash:
+                    await asyncio.to_thread(
+                        self.datadir.chunks.put, record.session_id, record.sequence, data
+                    )
+                else:
+                    self.duplicates += 1
+                    log.info(
+                        "chunk %d of %s is already stored: keeping the first copy",
+                        record.sequence,
+                        record.session_id,
+                    )
+        finally:
+            lock, users = self._chunk_locks[key]
+            if users <= 1:
+                del self._chunk_locks[key]
+            else:
+                self._chunk_locks[key] = (lock, users - 1)
+
+    def _put_file(self, session_id: str, sequence: int, data: bytes) -> None:
+        chunks = self.datadir.chunks
+        try:
+            chunks.put(session_id, sequence, data)
+        except AlreadyExistsError:
+            # A file no record refers to (see store_chunk): replace it atomically.
+            try:
+                write_atomic(chunks.path(session_id, sequence), data)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot write chunk {sequence} of session {session_id}: {exc.strerror}"
+                ) from exc
+
+    # staged raw chunks (pipeline coordination through Redis)
+
+    def _staged_path(self, session_id: str, sequence: int) -> Path:
+        return (
+            self.datadir.path
+            / STAGING_DIR
+            / check_id(session_id)
+            / f"{check_sequence(sequence):08d}{_STAGED_SUFFIX}"
+        )
+
+    async def stage_chunk(self, session_id: str, sequence: int, data: bytes) -> None:
+        await self.metadata.get_session(session_id)
+        path = self._staged_path(session_id, sequence)
+
+        def write() -> None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(path, data, mode=0o600)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot stage chunk {sequence} of session {session_id}: {exc.strerror}"
+                ) from exc
+
+        await asyncio.to_thread(write)
+
+    async def read_staged_chunk(self, session_id: str, sequence: int) -> bytes:
+        path = self._staged_path(session_id, sequence)
+
+        def read() -> bytes:
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                raise ChunkNotFoundError(
+                    f"chunk {sequence} of session {session_id} is not staged"
+                ) from None
+            except OSError as exc:
+                raise StorageError(f"cannot read staged chunk {sequence}: {exc.strerror}") from exc
+
+        return await asyncio.to_thread(read)
+
+    async def drop_staged_chunk(self, session_id: str, sequence: int) -> None:
+        path = self._staged_path(session_id, sequence)
+
+        def drop() -> None:
+            try:
+                path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()  # only when it is empty
+            except OSError as exc:
+                raise StorageError(f"cannot drop staged chunk {sequence}: {exc.strerror}") from exc
+
+        await asyncio.to_thread(drop)
+
+    async def staged_sequences(self, session_id: str) -> list[int]:
+        folder = self.datadir.path / STAGING_DIR / check_id(session_id)
+
+        def scan() -> list[int]:
+            try:
+                names = os.listdir(folder)
+            except FileNotFoundError:
+                return []
+            found = (_STAGED_NAME.match(name) for name in names)
+            return sorted(int(m.group(1)) for m in found if m)
+
+        return await asyncio.to_thread(scan)
+
+    def _drop_staging(self, session_id: str) -> None:
+        shutil.rmtree(self.datadir.path / STAGING_DIR / check_id(session_id), ignore_errors=True)
 
     async def read_chunk(self, session_id: str, sequence: int) -> bytes:
         return await asyncio.to_thread(self.datadir.chunks.get, session_id, sequence)

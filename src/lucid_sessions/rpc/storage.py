@@ -190,6 +190,46 @@ class _StorageServicer(storage_pb2_grpc.StorageServicer):
         return storage_pb2.ChunkSequenceList(sequences=sequences)
 
     @unary
+    async def StageChunk(
+        self,
+        requests: AsyncIterator[storage_pb2.StageChunkRequest],
+        context: Context,
+    ) -> Empty:
+        first: storage_pb2.StageChunkRequest | None = None
+        pieces: list[bytes] = []
+        async for piece in requests:
+            if first is None:
+                first = piece
+            pieces.append(piece.data)
+        if first is None:
+            raise InvalidConfigError("StageChunk: nothing was sent")
+        await self._local.stage_chunk(first.session_id, first.sequence, b"".join(pieces))
+        return _EMPTY
+
+    @server_stream
+    async def ReadStagedChunk(
+        self, request: storage_pb2.ReadChunkRequest, context: Context
+    ) -> AsyncIterator[storage_pb2.ChunkPiece]:
+        data = await self._local.read_staged_chunk(request.session_id, request.sequence)
+        view = memoryview(data)
+        for start in range(0, max(len(view), 1), PIECE_BYTES):
+            yield storage_pb2.ChunkPiece(data=bytes(view[start : start + PIECE_BYTES]))
+
+    @unary
+    async def DropStagedChunk(
+        self, request: storage_pb2.ReadChunkRequest, context: Context
+    ) -> Empty:
+        await self._local.drop_staged_chunk(request.session_id, request.sequence)
+        return _EMPTY
+
+    @unary
+    async def StagedSequences(
+        self, request: storage_pb2.ChunkSequencesRequest, context: Context
+    ) -> storage_pb2.ChunkSequenceList:
+        sequences = await self._local.staged_sequences(request.session_id)
+        return storage_pb2.ChunkSequenceList(sequences=sequences)
+
+    @unary
     async def Health(
         self, request: storage_pb2.HealthRequest, context: Context
     ) -> storage_pb2.StorageHealth:
@@ -398,6 +438,31 @@ class StorageClient(ComponentClient):
     async def chunk_sequences(self, session_id: str) -> list[int]:
         request = storage_pb2.ChunkSequencesRequest(session_id=session_id)
         return list((await self._call("ChunkSequences", request)).sequences)
+
+    async def stage_chunk(self, session_id: str, sequence: int, data: bytes) -> None:
+        def pieces() -> Iterator[storage_pb2.StageChunkRequest]:
+            view = memoryview(data)
+            yield storage_pb2.StageChunkRequest(
+                session_id=session_id, sequence=sequence, data=bytes(view[:PIECE_BYTES])
+            )
+            for start in range(PIECE_BYTES, len(view), PIECE_BYTES):
+                yield storage_pb2.StageChunkRequest(data=bytes(view[start : start + PIECE_BYTES]))
+
+        await self._call("StageChunk", pieces(), long=True)
+
+    async def read_staged_chunk(self, session_id: str, sequence: int) -> bytes:
+        request = storage_pb2.ReadChunkRequest(session_id=session_id, sequence=sequence)
+        return b"".join(
+            [piece.data async for piece in self._stream("ReadStagedChunk", request, long=True)]
+        )
+
+    async def drop_staged_chunk(self, session_id: str, sequence: int) -> None:
+        request = storage_pb2.ReadChunkRequest(session_id=session_id, sequence=sequence)
+        await self._call("DropStagedChunk", request)
+
+    async def staged_sequences(self, session_id: str) -> list[int]:
+        request = storage_pb2.ChunkSequencesRequest(session_id=session_id)
+        return list((await self._call("StagedSequences", request)).sequences)
 
     async def health(self) -> StorageHealth:
         return m.from_storage_health(await self._call("Health", storage_pb2.HealthRequest()))

@@ -222,6 +222,16 @@ class HealthRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class StageChunkRequest(_message.Message):
+    __slots__ = ("session_id", "sequence", "data")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    sequence: int
+    data: bytes
+    def __init__(self, session_id: _Optional[str] = ..., sequence: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
 class AuditEvent(_message.Message):
     __slots__ = ("time", "subject", "role", "action", "target", "outcome", "request_id", "details_json")
     TIME_FIELD_NUMBER: _ClassVar[int]

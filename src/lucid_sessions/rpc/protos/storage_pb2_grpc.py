@@ -126,6 +126,26 @@ class StorageStub:
                 request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.HealthRequest.SerializeToString,
                 response_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.StorageHealth.FromString,
                 _registered_method=True)
+        self.StageChunk = channel.stream_unary(
+                '/lucid.v1.Storage/StageChunk',
+                request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.StageChunkRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ReadStagedChunk = channel.unary_stream(
+                '/lucid.v1.Storage/ReadStagedChunk',
+                request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ReadChunkRequest.SerializeToString,
+                response_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ChunkPiece.FromString,
+                _registered_method=True)
+        self.DropStagedChunk = channel.unary_unary(
+                '/lucid.v1.Storage/DropStagedChunk',
+                request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ReadChunkRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.StagedSequences = channel.unary_unary(
+                '/lucid.v1.Storage/StagedSequences',
+                request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ChunkSequencesRequest.SerializeToString,
+                response_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ChunkSequenceList.FromString,
+                _registered_method=True)
         self.AppendAudit = channel.unary_unary(
                 '/lucid.v1.Storage/AppendAudit',
                 request_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.AuditEvent.SerializeToString,
@@ -286,6 +306,32 @@ class StorageServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StageChunk(self, request_iterator, context):
+        """Staged chunks (pipeline coordination through Redis): opaque sealed bytes waiting for
+        a processor. StageChunk: session and sequence in the first piece, bytes across all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadStagedChunk(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropStagedChunk(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StagedSequences(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AppendAudit(self, request, context):
         """The audit log (lucid_sessions.audit) and the token revocation list.
         """
@@ -433,6 +479,26 @@ def add_StorageServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.HealthRequest.FromString,
                     response_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.StorageHealth.SerializeToString,
+            ),
+            'StageChunk': grpc.stream_unary_rpc_method_handler(
+                    servicer.StageChunk,
+                    request_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.StageChunkRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ReadStagedChunk': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadStagedChunk,
+                    request_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ReadChunkRequest.FromString,
+                    response_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ChunkPiece.SerializeToString,
+            ),
+            'DropStagedChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropStagedChunk,
+                    request_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ReadChunkRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'StagedSequences': grpc.unary_unary_rpc_method_handler(
+                    servicer.StagedSequences,
+                    request_deserializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ChunkSequencesRequest.FromString,
+                    response_serializer=lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ChunkSequenceList.SerializeToString,
             ),
             'AppendAudit': grpc.unary_unary_rpc_method_handler(
                     servicer.AppendAudit,
@@ -966,6 +1032,114 @@ class Storage:
             '/lucid.v1.Storage/Health',
             lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.HealthRequest.SerializeToString,
             lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.StorageHealth.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StageChunk(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/lucid.v1.Storage/StageChunk',
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.StageChunkRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadStagedChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/lucid.v1.Storage/ReadStagedChunk',
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ReadChunkRequest.SerializeToString,
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ChunkPiece.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropStagedChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lucid.v1.Storage/DropStagedChunk',
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ReadChunkRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StagedSequences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lucid.v1.Storage/StagedSequences',
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ChunkSequencesRequest.SerializeToString,
+            lucid__sessions_dot_rpc_dot_protos_dot_storage__pb2.ChunkSequenceList.FromString,
             options,
             channel_credentials,
             insecure,
