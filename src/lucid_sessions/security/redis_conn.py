@@ -17,8 +17,6 @@ the server is back.
 
 from __future__ import annotations
 
-import re
-
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -26,6 +24,7 @@ from redis.exceptions import RedisError
 
 from lucid_sessions.cluster.interfaces import Unavailable
 from lucid_sessions.errors import InvalidConfigError
+from lucid_sessions.redact import redact_url as _redact
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
@@ -44,30 +43,11 @@ DEFAULT_CONNECT_TIMEOUT_S = 2.0
 DEFAULT_SOCKET_TIMEOUT_S = 2.0
 DEFAULT_RETRIES = 2
 
+
 # A query option whose value is a credential (password=, ssl_password=, ...).
-_SECRET_OPTION = re.compile(r"(?i)([?&;][^=&;#]*(?:password|secret|token)[^=&;#]*=)[^&;#]*")
-
-
 def redact_url(url: str) -> str:
-    """``url`` with its password (and any password-like query option) replaced by ``***``.
-
-    Works on the text rather than on :func:`urllib.parse.urlsplit`, because a password
-    with an unescaped ``/``, ``?`` or ``#`` makes the parser cut the URL inside the
-    password and would leak its tail. The last ``@`` ends the credentials; when in doubt
-    more is hidden, never less. A user name without a password is hidden too, since some
-    people put the password there (``redis://secret@host``).
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "<redis URL>"
-    at = rest.rfind("@")
-    if at >= 0:
-        userinfo, location = rest[:at], rest[at + 1 :]
-        user, colon, _ = userinfo.partition(":")
-        keep_user = colon and not re.search(r"[/?#]", user)
-        rest = f"{user}:***@{location}" if keep_user else f"***@{location}"
-    rest = _SECRET_OPTION.sub(r"\1***", rest)
-    return f"{scheme}://{rest}"
+    """``url`` with its credentials hidden (see :mod:`lucid_sessions.redact`)."""
+    return _redact(url, what="redis URL")
 
 
 def describe_client(client: aioredis.Redis) -> str:

@@ -53,7 +53,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import re
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -82,6 +81,7 @@ from lucid_sessions.errors import (
     PipelineError,
     StorageError,
 )
+from lucid_sessions.redact import redact_url, url_secrets
 from lucid_sessions.storage.metadata import (
     MAX_JTI_LENGTH,
     MAX_REVOCATION_NOTE,
@@ -164,44 +164,12 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 """Every index, by collection; created (idempotently, by name) when the store opens."""
 
+
 # A query option whose value is a credential (tlsCertificateKeyFilePassword=,
 # authMechanismProperties=AWS_SESSION_TOKEN:..., password=, ...).
-_SECRET_OPTION = re.compile(
-    r"(?i)([?&;][^=&;#]*(?:password|secret|token|authmechanismproperties)[^=&;#]*=)[^&;#]*"
-)
-
-
 def redact_uri(uri: str) -> str:
-    """``uri`` with its password (and any credential-like option) replaced by ``***``.
-
-    Works on the text rather than on a URI parser, because a password with an unescaped
-    ``/``, ``?`` or ``#`` makes parsers cut inside it and would leak its tail. The last
-    ``@`` ends the credentials; a user name without a password is hidden too, since some
-    people put the password there. When in doubt more is hidden, never less.
-    """
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        return "<MongoDB URI>"
-    at = rest.rfind("@")
-    if at >= 0:
-        userinfo, location = rest[:at], rest[at + 1 :]
-        user, colon, _ = userinfo.partition(":")
-        keep_user = colon and not re.search(r"[/?#]", user)
-        rest = f"{user}:***@{location}" if keep_user else f"***@{location}"
-    rest = _SECRET_OPTION.sub(r"\1***", rest)
-    return f"{scheme}://{rest}"
-
-
-def _secrets(uri: str) -> list[str]:
-    """The parts of ``uri`` that :func:`redact_uri` hides (to scrub them from messages)."""
-    found: list[str] = []
-    rest = uri.partition("://")[2]
-    at = rest.rfind("@")
-    if at >= 0:
-        user, _, password = rest[:at].partition(":")
-        found += [password or user]
-    found += [m.group(0).split("=", 1)[1] for m in _SECRET_OPTION.finditer(rest)]
-    return [s for s in found if len(s) >= 3]
+    """``uri`` with its credentials hidden (see :mod:`lucid_sessions.redact`)."""
+    return redact_url(uri, what="MongoDB URI")
 
 
 # Documents <-> records ---------------------------------------------------------------------
@@ -405,7 +373,7 @@ class MongoStore:
         timeout_ms: int = DEFAULT_TIMEOUT_MS,
     ) -> None:
         self.where = redact_uri(uri)
-        self._secrets = _secrets(uri)
+        self._secrets = url_secrets(uri)
         if not uri.startswith(SCHEMES):
             raise InvalidConfigError(
                 f"MongoDB URI {self.where} must start with mongodb:// or mongodb+srv://",
