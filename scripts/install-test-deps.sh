@@ -9,6 +9,8 @@
 #   freerdp2-shadow-x11  freerdp-shadow-cli, the RDP server of scripts/rdp-test-server
 #   fonts-dejavu-core    the font the test server's animated Tk app draws with
 #   redis-server         a private Redis for the rate-limit and revocation tests
+#   nodejs npm           only when npm is missing: solc and hardhat (the anchoring contract
+#                        is recompiled and the evm backend runs against a hardhat node)
 #   python3-tk           only when PYTHON (default: python3) is Debian's own Python
 #
 # As root: runs `apt-get update` once and installs what is missing.  Otherwise: prints
@@ -27,6 +29,7 @@ missing=""
 for pkg in $PACKAGES; do
     installed "$pkg" || missing="$missing $pkg"
 done
+command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
 if ! "$PYTHON" -c "import tkinter" 2>/dev/null; then
     case "$(command -v "$PYTHON" 2>/dev/null)" in
         /usr/bin/*) missing="$missing python3-tk" ;;

@@ -33,7 +33,7 @@ fi
 python -m pip install -q --disable-pip-version-check -e '.[test]'
 
 echo "== ruff"
-lint_paths=(src tests scripts scripts/rdp-test-server)
+lint_paths=(src tests scripts scripts/rdp-test-server scripts/compile-contract)
 [ -d bench ] && lint_paths+=(bench)
 ruff check "${lint_paths[@]}"
 ruff format --check "${lint_paths[@]}"
