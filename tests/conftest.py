@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,15 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if var.startswith("LUCID_") and not var.startswith("LUCID_TEST_"):
             monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+
+
+_RECURSION_LIMIT = sys.getrecursionlimit()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Test modules that import web3 (py_ecc) raise the recursion limit to 100,000 for the
+    whole process; the code under test runs with the default, and so do the tests."""
+    sys.setrecursionlimit(_RECURSION_LIMIT)
 
 
 @pytest.fixture

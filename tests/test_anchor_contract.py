@@ -153,3 +153,17 @@ def test_anchor_key_repr_shows_only_the_address():
     for text in (repr(key), str(key), f"{key}", repr([key])):
         assert TEST_KEYS[0][2:] not in text.lower()
         assert TEST_ADDRESSES[0] in text
+
+
+def test_loading_the_evm_backend_keeps_the_recursion_limit() -> None:
+    """web3 pulls in py_ecc, which raises the recursion limit to 100,000; the API's and the
+    parsers' defences against deeply nested input rely on the default."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; before = sys.getrecursionlimit(); "
+        "import lucid_sessions.anchoring.evm; "
+        "assert sys.getrecursionlimit() == before, sys.getrecursionlimit()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 import time
 import warnings
@@ -41,7 +42,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
-from eth_account import Account
 
 from lucid_sessions.anchoring.contract import (
     AnchorConflict,
@@ -56,18 +56,27 @@ from lucid_sessions.anchoring.local import AnchorReceipt
 from lucid_sessions.cluster.interfaces import Unavailable
 from lucid_sessions.errors import FormatError, InvalidConfigError, LucidError
 
-with warnings.catch_warnings():
-    # web3 7 imports websockets.legacy for a provider not used here, which warns.
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module="websockets")
-    from web3 import HTTPProvider, Web3
-    from web3.exceptions import (
-        ContractLogicError,
-        ProviderConnectionError,
-        TimeExhausted,
-        TransactionNotFound,
-        Web3Exception,
-        Web3RPCError,
-    )
+# Importing web3 or eth_account imports py_ecc, which raises the recursion limit of the
+# whole process to 100,000. The rest of the process relies on the default limit: deeply
+# nested JSON from a client must end in RecursionError (a clear 422 or format error), not
+# in a C stack overflow.
+_RECURSION_LIMIT = sys.getrecursionlimit()
+try:
+    with warnings.catch_warnings():
+        # web3 7 imports websockets.legacy for a provider not used here, which warns.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="websockets")
+        from eth_account import Account
+        from web3 import HTTPProvider, Web3
+        from web3.exceptions import (
+            ContractLogicError,
+            ProviderConnectionError,
+            TimeExhausted,
+            TransactionNotFound,
+            Web3Exception,
+            Web3RPCError,
+        )
+finally:
+    sys.setrecursionlimit(_RECURSION_LIMIT)
 
 __all__ = [
     "ENV_KEY",
