@@ -167,6 +167,11 @@ def _finish_and_check(cluster: RedisCluster, api: httpx.Client, sid: str) -> dic
     return body
 
 
+def _busy(processors: dict) -> list[str]:
+    """The processor processes that have processed at least one chunk."""
+    return [k for k, v in processors.items() if k.startswith("processed:") and v > 0]
+
+
 def test_two_processors_share_a_session_and_one_killed_mid_session_loses_nothing(
     tmp_path, redis_url, redis_prefix
 ):
@@ -181,17 +186,20 @@ def test_two_processors_share_a_session_and_one_killed_mid_session_loses_nothing
             frames = Frames(api, sid)
             frames.push(15)
             _until(lambda: len(_stored(api, sid)) >= 2, 30, "chunks being stored")
-            # Both processors stay alive for a while: they share the stream.
-            frames.push(10, every=0.05)
-            shared = api.get("/pipeline/status").json()["coordination"]["processors"]
+            # Both processors stay alive until both have taken work: they share the stream.
+            shared: dict = {}
+            for _ in range(20):
+                frames.push(5, every=0.05)
+                shared = api.get("/pipeline/status").json()["coordination"]["processors"]
+                if len(_busy(shared)) == 2:
+                    break
             cluster.processors[0].kill9()
             frames.push(15, every=0.05)
             _finish_and_check(cluster, api, sid)
             status = api.get("/pipeline/status").json()
         coordination = status.get("coordination") or {}
         assert coordination.get("outstanding") == 0, status
-        by_process = [k for k, v in shared.items() if k.startswith("processed:") and v > 0]
-        assert len(by_process) == 2, shared
+        assert len(_busy(shared)) == 2, shared
     finally:
         cluster.stop()
     _, out, _ = Cli(cluster.data_dir)("verify", sid)
