@@ -246,9 +246,18 @@ def test_the_fuzzed_document_is_the_served_one(fuzzed: Fuzzed) -> None:
 
 def test_the_fuzzed_data_dir_holds_nothing_but_its_own_files(fuzzed: Fuzzed) -> None:
     """Whatever was sent, every file the fuzzing left is inside the data directory's
-    layout: the marker, the metadata store, anchors, keys and chunk folders."""
+    layout: the marker, the metadata store, anchors, keys, chunk folders and the session log
+    (and live checkpoints)."""
     root: Path = fuzzed.api.path
-    expected_top = {"lucid-data-dir.json", "metadata.db", "anchors.jsonl", "chunks", "keys"}
+    expected_top = {
+        "lucid-data-dir.json",
+        "metadata.db",
+        "anchors.jsonl",
+        "chunks",
+        "keys",
+        "log",
+        "checkpoints",
+    }
     extra = {p.name for p in root.iterdir()} - expected_top
     assert not {name for name in extra if not name.startswith("metadata.db")}, extra
     for folder in (root / "chunks").iterdir():

@@ -282,20 +282,61 @@ async def export(
     default=None,
     help="Public key (PEM or hex) the manifest must be signed with.",
 )
+@click.option(
+    "--chain-url",
+    default=None,
+    metavar="URL",
+    help="Check the anchor: EVM JSON-RPC or TRON full node URL (for local: the anchors.jsonl "
+    "file). Without it the anchor is not checked.",
+)
+@click.option(
+    "--chain",
+    type=click.Choice(["evm", "tron", "local"]),
+    default=None,
+    help="Which backend the URL is (default: the receipt's).",
+)
+@click.option(
+    "--contract",
+    default=None,
+    metavar="ADDR",
+    help="The LucidAnchor contract to read (default: the receipt's; pin it).",
+)
+@click.option(
+    "--anchorer",
+    default=None,
+    metavar="ADDR",
+    help="The cluster's anchoring address (default: the receipt's; pin it).",
+)
 @data_dir_option
 @run_async
 async def verify(
-    target: str, key_file: Path | None, trusted_key: Path | None, data_dir: Path | None
+    target: str,
+    key_file: Path | None,
+    trusted_key: Path | None,
+    chain_url: str | None,
+    chain: str | None,
+    contract: str | None,
+    anchorer: str | None,
+    data_dir: Path | None,
 ) -> None:
     """Check a session (by id) or an evidence bundle (by path).
 
     Checks every chunk's hash, the chunk count and order, the Merkle root and the
-    manifest signature; with the data key, decrypts and decodes every chunk. Exits 0
+    manifest signature; with the data key, decrypts and decodes every chunk. With
+    --chain-url, the root anchored for the session must be the signed root. Exits 0
     only if everything holds; otherwise names the first bad chunk.
     """
+    from lucid_sessions.archive.anchor_check import ChainTarget
     from lucid_sessions.archive.service import verify_target
     from lucid_sessions.archive.verify import summary_lines
 
+    if chain_url is None and (chain or contract or anchorer):
+        raise click.UsageError("--chain, --contract and --anchorer need --chain-url")
+    target_chain = (
+        ChainTarget(chain_url, chain=chain, contract=contract, anchorer=anchorer)
+        if chain_url
+        else None
+    )
     with _progress("verifying", None) as advance:
         report = await verify_target(
             target,
@@ -303,6 +344,7 @@ async def verify(
             key_file=key_file,
             trusted_key_file=trusted_key,
             progress=advance,
+            chain=target_chain,
         )
     for line in summary_lines(report):
         click.echo(line)
@@ -668,4 +710,5 @@ async def serve(
 
 
 import lucid_sessions.cli_audit  # noqa: E402  (registers the `audit` group on main)
+import lucid_sessions.cli_log  # noqa: E402  (registers the `log` group on main)
 import lucid_sessions.cli_token  # noqa: E402, F401  (registers the `token` group on main)

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from lucid_sessions.anchoring.contract import AnchorConflict
 from lucid_sessions.crypto import ClusterKey, verify_signature
 from lucid_sessions.errors import FormatError, StorageError
 from lucid_sessions.manifest import canonical_json
 from lucid_sessions.storage.metadata import utc_now
 
-__all__ = ["Anchor", "AnchorReceipt", "LocalAnchorLog"]
+__all__ = ["Anchor", "AnchorReceipt", "LocalAnchorConflict", "LocalAnchorLog"]
 
 _GENESIS = "0" * 64
 _CONTEXT = b"lucid-sessions anchor v1\n"
@@ -43,6 +44,10 @@ class AnchorReceipt:
     """Entry hash, or transaction id."""
     block: int
     """Entry index, or block number."""
+
+
+class LocalAnchorConflict(StorageError, AnchorConflict):
+    """The log already holds another root for the session."""
 
 
 class Anchor(Protocol):
@@ -79,7 +84,7 @@ class LocalAnchorLog:
             for entry in entries:
                 if entry.get("session_id") == session_id:
                     if entry.get("root") != root:
-                        raise StorageError(
+                        raise LocalAnchorConflict(
                             f"session {session_id} is already anchored with another root"
                         )
                     return self._receipt(entry)
@@ -113,6 +118,10 @@ class LocalAnchorLog:
 
     async def anchor(self, session_id: str, root: str) -> AnchorReceipt:
         return await asyncio.to_thread(self._append, session_id, root)
+
+    def find(self, session_id: str) -> dict[str, object] | None:
+        """The entry for ``session_id``, or None (reading needs no key)."""
+        return next((e for e in self._entries() if e.get("session_id") == session_id), None)
 
     def verify(self, public_key: bytes) -> list[str]:
         """Problems found in the log, first one first; empty if the chain holds."""

@@ -22,9 +22,9 @@ from typing import Any, TypeVar, cast
 
 from lucid_sessions.archive.bundle import ExportRange, export_bundle
 from lucid_sessions.cluster.interfaces import Storage
-from lucid_sessions.errors import ChunkNotFoundError
+from lucid_sessions.errors import ChunkNotFoundError, NotFoundError
 from lucid_sessions.storage.datadir import DataDir
-from lucid_sessions.storage.metadata import ManifestRecord
+from lucid_sessions.storage.metadata import ManifestRecord, SessionRecord
 
 __all__ = ["ExportStream", "StorageEvidence", "run_in_thread"]
 
@@ -112,11 +112,18 @@ class StorageEvidence:
 
 
 class _ManifestOnly:
-    def __init__(self, record: ManifestRecord) -> None:
+    def __init__(self, record: ManifestRecord, session: SessionRecord | None = None) -> None:
         self._record = record
+        self._session = session
 
     async def get_manifest(self, session_id: str) -> ManifestRecord:
         return self._record
+
+    async def get_session(self, session_id: str) -> SessionRecord:
+        """The session as read before the export (its anchor receipt goes in the bundle)."""
+        if self._session is None:
+            raise NotFoundError(f"session {session_id} was not read before the export")
+        return self._session
 
 
 class _BridgedChunks:
@@ -194,9 +201,11 @@ class ExportStream:
         excerpt: ExportRange | None,
         buffer: int,
         piece: int,
+        session: SessionRecord | None = None,
     ) -> None:
         self._storage = storage
         self._record = record
+        self._session = session
         self._excerpt = excerpt
         self._piece = piece
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=max(1, buffer))
@@ -210,7 +219,7 @@ class ExportStream:
         """The writer thread: the whole bundle into the queue, then the end marker."""
         writer = _QueueWriter(self._queue, loop, self._aborted, self._piece)
         chunks = _BridgedChunks(self._storage, loop, self._aborted)
-        source = _StorageAsDataDir(_ManifestOnly(self._record), chunks)
+        source = _StorageAsDataDir(_ManifestOnly(self._record, self._session), chunks)
         session_id = self._record.session_id
 
         async def write() -> None:

@@ -66,6 +66,9 @@ class SessionOut(BaseModel):
     stored_bytes: int
     root: str | None
     stats: dict[str, Any]
+    anchor: dict[str, Any] | None = None
+    """Anchoring state: pending, confirmed (chain, location, transaction, block) or
+    failed (last_error); None until the session is finalised."""
 
 
 def _section(config: Mapping[str, Any], key: str) -> dict[str, Any] | None:
@@ -106,6 +109,7 @@ def session_out(record: SessionRecord) -> SessionOut:
         stored_bytes=record.stored_bytes,
         root=record.root,
         stats=public_config(dict(record.stats)),
+        anchor=_section(config, "anchor"),
     )
 
 

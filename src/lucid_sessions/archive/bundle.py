@@ -8,7 +8,19 @@ back, so it can be streamed. Members, in this order::
     manifest.sig             64-byte Ed25519 signature over SIGNING_CONTEXT || manifest
     public_key.pem           the cluster key that signed it
     proofs.json              tree size, root and an inclusion proof for every included chunk
+    anchor.json              (when the session has one) the anchor state and receipt
+    checkpoints.json         (when the session has any) its signed live checkpoints and
+                             consistency proofs from each to the next and to the root
     chunks/NNNNNNNN.chunk    stored chunks, as on disk
+
+``anchor.json`` cannot be part of the signed manifest: the root is anchored after the
+manifest is signed. It is named in the index (``"anchor": "anchor.json"``) and says where
+the root was anchored; ``verify --chain-url`` reads the chain to prove it (see
+:mod:`lucid_sessions.archive.anchor_check`). Version 2 added it; version 1 bundles, which
+never hold it, are still read. ``checkpoints.json`` (version 2, named in the index as
+``"checkpoints"``) holds the tree heads signed while the session recorded (see
+:mod:`lucid_sessions.anchoring.checkpoints`); ``verify`` checks that the signed root
+extends every one of them.
 
 An excerpt (``--from``/``--to``) carries only the chunks that overlap the range, with
 their inclusion proofs; the manifest is always whole, so an excerpt can be checked against
@@ -23,15 +35,20 @@ import json
 import re
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from lucid_sessions.archive.anchor_check import (
+    ANCHOR_MEMBER,
+    anchor_document,
+    parse_anchor_document,
+)
 from lucid_sessions.archive.reader import load_manifest
 from lucid_sessions.crypto import load_public_key
-from lucid_sessions.errors import FormatError, StorageError
-from lucid_sessions.manifest import leaf_hashes, parse_manifest
+from lucid_sessions.errors import FormatError, NotFoundError, StorageError
+from lucid_sessions.manifest import Manifest, leaf_hashes, parse_manifest
 from lucid_sessions.merkle import MerkleTree, get_hasher
 from lucid_sessions.storage.datadir import DataDir
 
@@ -45,9 +62,19 @@ __all__ = [
 ]
 
 BUNDLE_FORMAT = "lucid-sessions-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _CHUNK_NAME = re.compile(r"^chunks/([0-9]{8,})\.chunk\Z")
-_FIXED = ("lucid-bundle.json", "manifest.json", "manifest.sig", "public_key.pem", "proofs.json")
+CHECKPOINTS_MEMBER = "checkpoints.json"
+_FIXED = (
+    "lucid-bundle.json",
+    "manifest.json",
+    "manifest.sig",
+    "public_key.pem",
+    "proofs.json",
+    ANCHOR_MEMBER,
+    CHECKPOINTS_MEMBER,
+)
 _MAX_META = 256 * 1024 * 1024
 _MAX_CHUNK = (1 << 30) + 4096
 
@@ -96,6 +123,11 @@ async def export_bundle(
     tree = MerkleTree(get_hasher(manifest.hash_algorithm), leaf_hashes(manifest.chunks))
     proofs = {str(s): [h.hex() for h in tree.inclusion_proof(s)] for s in sequences}
     now = time.time()
+    try:
+        state = (await datadir.store.get_session(session_id)).config.get("anchor")
+    except NotFoundError:
+        state = None
+    anchor = anchor_document(session_id, state) if isinstance(state, Mapping) else None
     index = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -104,7 +136,11 @@ async def export_bundle(
         if excerpt is None
         else {"from_us": excerpt.from_us, "to_us": excerpt.to_us},
         "chunks": sequences,
+        "anchor": ANCHOR_MEMBER if anchor is not None else None,
     }
+    checkpoints = _checkpoints_body(datadir, manifest)
+    if checkpoints is not None:
+        index["checkpoints"] = CHECKPOINTS_MEMBER
     pem = _pem(loaded.public_key)
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         _add(tar, "lucid-bundle.json", json.dumps(index, indent=1).encode(), now)
@@ -113,12 +149,28 @@ async def export_bundle(
         _add(tar, "public_key.pem", pem, now)
         body = {"tree_size": tree.size, "root": manifest.root, "inclusion": proofs}
         _add(tar, "proofs.json", json.dumps(body, indent=1).encode(), now)
+        if anchor is not None:
+            _add(tar, ANCHOR_MEMBER, json.dumps(anchor, indent=1).encode(), now)
+        if checkpoints is not None:
+            _add(tar, CHECKPOINTS_MEMBER, json.dumps(checkpoints, indent=1).encode(), now)
         for sequence in sequences:
             data = datadir.chunks.get(session_id, sequence)
             _add(tar, f"chunks/{sequence:08d}.chunk", data, now)
             if progress is not None:
                 progress(len(data))
     return sequences
+
+
+def _checkpoints_body(datadir: DataDir, manifest: Manifest) -> dict[str, Any] | None:
+    """The session's live checkpoints with their consistency proofs, from the data
+    directory's ``checkpoints/`` (None when it has none, or the source has no directory)."""
+    from lucid_sessions.anchoring.checkpoints import CheckpointStore, bundle_body
+
+    path = getattr(datadir, "path", None)
+    if not isinstance(path, Path):
+        return None
+    found = CheckpointStore(path).list(manifest.session_id)
+    return bundle_body(manifest, found) if found else None
 
 
 def _pem(raw: bytes) -> bytes:
@@ -174,6 +226,8 @@ class Bundle:
             self.public_key = load_public_key(self._read("public_key.pem", 4096))
             self.manifest = parse_manifest(self.manifest_bytes)
             self.proofs = self._parse_proofs(self._json("proofs.json"))
+            self.anchor: dict[str, Any] | None = self._anchor()
+            self.checkpoints, self.checkpoint_proofs = self._checkpoints()
         except BaseException:
             self._tar.close()
             raise
@@ -225,16 +279,47 @@ class Bundle:
         if not isinstance(index, dict) or index.get("format") != BUNDLE_FORMAT:
             raise FormatError(f"{self.path} is not an evidence bundle (unknown format)")
         version = index.get("version")
-        if version != BUNDLE_VERSION:
+        if version not in _READABLE_VERSIONS:
             raise FormatError(
                 f"bundle format version {version} is not supported (this program reads "
-                f"version {BUNDLE_VERSION})"
+                f"versions {', '.join(map(str, _READABLE_VERSIONS))})"
             )
         chunks = index.get("chunks")
         if not isinstance(chunks, list) or not all(
             isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in chunks
         ):
             raise FormatError("bundle index has a malformed chunk list")
+
+    def _anchor(self) -> dict[str, Any] | None:
+        """The anchor receipt, when the index names one (it must then be present)."""
+        named = self.index.get("anchor")
+        if named is None:
+            if ANCHOR_MEMBER in self._members:
+                raise FormatError(f"bundle holds {ANCHOR_MEMBER} but its index does not name it")
+            return None
+        if named != ANCHOR_MEMBER or self.index.get("version") == 1:
+            raise FormatError("bundle index has a malformed anchor entry")
+        if ANCHOR_MEMBER not in self._members:
+            raise FormatError(f"bundle index names {ANCHOR_MEMBER} but the bundle has none")
+        return parse_anchor_document(self._json(ANCHOR_MEMBER))
+
+    def _checkpoints(self) -> tuple[list[object], object]:
+        """(checkpoints, consistency proofs) when the index names checkpoints.json (it
+        must then be present); each checkpoint is judged by the verifier."""
+        from lucid_sessions.anchoring.checkpoints import parse_bundle_body
+
+        named = self.index.get("checkpoints")
+        if named is None:
+            if CHECKPOINTS_MEMBER in self._members:
+                raise FormatError(
+                    f"bundle holds {CHECKPOINTS_MEMBER} but its index does not name it"
+                )
+            return [], None
+        if named != CHECKPOINTS_MEMBER or self.index.get("version") == 1:
+            raise FormatError("bundle index has a malformed checkpoints entry")
+        if CHECKPOINTS_MEMBER not in self._members:
+            raise FormatError(f"bundle index names {CHECKPOINTS_MEMBER} but the bundle has none")
+        return parse_bundle_body(self._json(CHECKPOINTS_MEMBER))
 
     def _parse_proofs(self, body: Any) -> dict[int, list[bytes]]:
         if not isinstance(body, dict) or not isinstance(body.get("inclusion"), dict):

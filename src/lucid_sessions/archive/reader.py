@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lucid_sessions.archive.keys import load_data_key
 from lucid_sessions.chunkfile import open_chunk
@@ -138,13 +140,29 @@ class StoredEvidence:
     excerpt = False
     listed_chunks: list[int] | None = None
 
-    def __init__(self, datadir: DataDir, loaded: LoadedManifest) -> None:
+    def __init__(
+        self,
+        datadir: DataDir,
+        loaded: LoadedManifest,
+        anchor: Mapping[str, Any] | None = None,
+    ) -> None:
         self._datadir = datadir
         self.session_id = loaded.manifest.session_id
+        self.anchor: dict[str, Any] | None = None
+        """The session's anchor state and receipt (``config["anchor"]``), as in a bundle."""
+        if anchor is not None:
+            from lucid_sessions.archive.anchor_check import anchor_document
+
+            self.anchor = anchor_document(self.session_id, anchor)
         self.manifest_bytes = loaded.data
         self.signature = loaded.signature
         self.public_key = loaded.public_key
         self.proofs: dict[int, list[bytes]] = {}
+        from lucid_sessions.anchoring.checkpoints import CheckpointStore
+
+        self.checkpoints: list[object] = CheckpointStore(datadir.path).raw(self.session_id)
+        """The live checkpoints in ``checkpoints/`` (proofs come from the manifest)."""
+        self.checkpoint_proofs = None
 
     def sequences(self) -> list[int]:
         return self._datadir.chunks.sequences(self.session_id)

@@ -6,9 +6,10 @@ text; the CLI only prints them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+from lucid_sessions.archive.anchor_check import ChainTarget, check_anchor
 from lucid_sessions.archive.bundle import Bundle, export_to_file
 from lucid_sessions.archive.keys import load_data_key
 from lucid_sessions.archive.reader import (
@@ -112,6 +113,7 @@ async def describe_session(datadir: DataDir, session_id: str) -> list[str]:
         f"hash         {record.hash_algorithm}",
         f"root         {record.root or '-'}",
         f"data key     {record.key_id or '-'}",
+        f"anchor       {_anchor_summary(record.config.get('anchor'))}",
     ]
     if record.project or record.environment or record.tags:
         lines.append(
@@ -127,6 +129,22 @@ async def describe_session(datadir: DataDir, session_id: str) -> list[str]:
     return lines
 
 
+def _anchor_summary(state: object) -> str:
+    if not isinstance(state, Mapping):
+        return "-"
+    chain = state.get("chain")
+    if state.get("state") == "confirmed":
+        return (
+            f"confirmed on {chain} at {state.get('location')} in tx "
+            f"{state.get('transaction')}, block {state.get('block')}"
+        )
+    if state.get("state") == "failed":
+        attempts, error = state.get("attempts"), state.get("last_error")
+        return f"failed on {chain} after {attempts} attempts: {error}"
+    tail = f"; last error: {state.get('last_error')}" if state.get("last_error") else ""
+    return f"{state.get('state')} on {chain} ({state.get('attempts') or 0} attempts{tail})"
+
+
 async def verify_target(
     target: str,
     *,
@@ -134,8 +152,13 @@ async def verify_target(
     key_file: Path | None = None,
     trusted_key_file: Path | None = None,
     progress: Callable[[int], None] | None = None,
+    chain: ChainTarget | None = None,
 ) -> Report:
-    """Verify a bundle (``target`` is an existing file) or a session in the data dir."""
+    """Verify a bundle (``target`` is an existing file) or a session in the data dir.
+
+    With ``chain``, also read the root anchored for the session there and compare it with
+    the signed root (a difference, or no root, is an ``anchor`` failure); without it the
+    anchor is reported as not checked."""
     trusted = load_public_key(trusted_key_file.read_bytes()) if trusted_key_file else None
     key: DataKey | None = None
     if key_file is not None:
@@ -148,28 +171,47 @@ async def verify_target(
                     f"the key file is for session {key_session}, the bundle holds "
                     f"{bundle.session_id}"
                 )
-            return verify_evidence(bundle, trusted_key=trusted, data_key=key, progress=progress)
+            report = verify_evidence(bundle, trusted_key=trusted, data_key=key, progress=progress)
+            return _check_chain(report, chain, trusted or bundle.public_key)
     if "/" in target or target.endswith(".tar"):
         raise NotFoundError(f"bundle {target} does not exist")
     datadir = await open_data_dir(data_dir or default_data_dir())
     try:
         loaded = await load_manifest(datadir, target)
+        state = (await datadir.store.get_session(target)).config.get("anchor")
+        source = StoredEvidence(datadir, loaded, state if isinstance(state, Mapping) else None)
         if trusted is None:
             trusted = datadir.existing_cluster_public_key()
         if key is None:
             try:
                 key = await load_data_key(datadir, loaded.manifest.key_id)
             except LucidError as exc:
-                report = verify_evidence(
-                    StoredEvidence(datadir, loaded), trusted_key=trusted, progress=progress
-                )
+                report = verify_evidence(source, trusted_key=trusted, progress=progress)
                 report.failures.insert(0, Failure("key", exc.message))
-                return report
-        return verify_evidence(
-            StoredEvidence(datadir, loaded), trusted_key=trusted, data_key=key, progress=progress
-        )
+                return _check_chain(report, chain, trusted or loaded.public_key)
+        report = verify_evidence(source, trusted_key=trusted, data_key=key, progress=progress)
+        return _check_chain(report, chain, trusted or loaded.public_key)
     finally:
         await datadir.close()
+
+
+def _check_chain(report: Report, chain: ChainTarget | None, public_key: bytes) -> Report:
+    """Add the on-chain check to ``report`` (see :func:`check_anchor`)."""
+    if chain is None or report.session_id is None or report.root is None:
+        return report
+    finding = check_anchor(
+        chain,
+        session_id=report.session_id,
+        root=report.root,
+        receipt=report.anchor_receipt,
+        public_key=public_key,
+    )
+    if finding.ok:
+        report.anchor_line = finding.line
+    else:
+        report.anchor_line = None
+        report.failures.append(Failure("anchor", finding.line))
+    return report
 
 
 async def run_demo(

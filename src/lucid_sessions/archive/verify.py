@@ -11,7 +11,15 @@ What is checked, in order:
    reordered, a short one as truncated; chunks not in the manifest are reported too;
 4. for an excerpt bundle, every included chunk's inclusion proof leads to the root;
 5. with the data key, every chunk decrypts (which also checks it belongs to this session
-   at this position) and decodes.
+   at this position) and decodes;
+6. the live checkpoints the source carries (a bundle's ``checkpoints.json``, a data
+   directory's ``checkpoints/``): each is signed by the manifest's key (the trusted key
+   when given) and is consistent (RFC 9162) with the next one and with the signed root;
+   a failure names the checkpoint (:mod:`lucid_sessions.anchoring.checkpoints`).
+
+The anchor is not checked here: that needs the chain (``verify --chain-url``, see
+:mod:`lucid_sessions.archive.anchor_check`). The report carries the source's anchor
+receipt, if any, and a line saying it was not checked.
 
 Failures are collected, not raised: :class:`Report` lists all of them in chunk order and
 names the first. Nothing is modified.
@@ -19,10 +27,11 @@ names the first. Nothing is modified.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
+from lucid_sessions.archive.anchor_check import offline_line
 from lucid_sessions.chunkfile import open_chunk, parse_header
 from lucid_sessions.crypto import DataKey, public_key_fingerprint, verify_signature
 from lucid_sessions.errors import LucidError
@@ -60,11 +69,13 @@ class EvidenceSource(Protocol):
 class Failure:
     kind: str
     """signature, manifest, root, missing, altered, truncated, reordered, unexpected,
-    proof, key, decrypt, decode."""
+    proof, key, decrypt, decode, checkpoint, anchor."""
     message: str
     sequence: int | None = None
 
     def __str__(self) -> str:
+        if self.kind == "anchor":
+            return f"anchor: {self.message}"
         where = "manifest" if self.sequence is None else f"chunk {self.sequence}"
         return f"{where}: {self.kind}: {self.message}"
 
@@ -82,6 +93,12 @@ class Report:
     decrypted: bool = False
     excerpt: bool = False
     root: str | None = None
+    anchor_receipt: dict[str, Any] | None = None
+    """The source's anchor state and receipt (a bundle's ``anchor.json``), if any."""
+    anchor_line: str | None = None
+    """What was found about the anchor: not checked, confirmed on chain, or why not."""
+    checkpoints: int = 0
+    """Live checkpoints checked against the signed root."""
 
     @property
     def ok(self) -> bool:
@@ -190,6 +207,24 @@ def _check_chunk(
     return stored
 
 
+def _check_checkpoints(
+    source: EvidenceSource, manifest: Manifest, report: Report, trusted_key: bytes | None
+) -> None:
+    """The source's live checkpoints (``checkpoints``, ``checkpoint_proofs``; none when it
+    has no such attributes): each signed by the manifest's (or the trusted) key and
+    consistent with the next one and with the signed root."""
+    from lucid_sessions.anchoring.checkpoints import check_checkpoints
+
+    checkpoints = getattr(source, "checkpoints", None)
+    if not checkpoints:
+        return
+    report.checkpoints = len(checkpoints)
+    key = trusted_key if trusted_key is not None else source.public_key
+    proofs = getattr(source, "checkpoint_proofs", None)
+    for problem in check_checkpoints(manifest, checkpoints, proofs, key):
+        report.failures.append(Failure("checkpoint", problem))
+
+
 def _decode(stored: bytes, manifest: Manifest, sequence: int, key: DataKey, report: Report) -> None:
     try:
         plain = open_chunk(stored, session_id=manifest.session_id, sequence=sequence, key=key.key)
@@ -220,9 +255,13 @@ def verify_evidence(
 ) -> Report:
     """Check ``source``; see the module docstring for what is checked."""
     report = Report(excerpt=source.excerpt)
+    receipt = getattr(source, "anchor", None)
+    report.anchor_receipt = dict(receipt) if isinstance(receipt, Mapping) else None
+    report.anchor_line = offline_line(report.anchor_receipt)
     manifest = _check_manifest(source, report, trusted_key)
     if manifest is None:
         return report
+    _check_checkpoints(source, manifest, report, trusted_key)
     if data_key is not None:
         report.decrypted = True
         if data_key.key_id != manifest.key_id:
@@ -272,6 +311,12 @@ def summary_lines(report: Report) -> list[str]:
         )
     else:
         lines.append("chunks not decrypted (no data key given)")
+    if report.checkpoints:
+        bad = sum(1 for f in report.failures if f.kind == "checkpoint")
+        state = "consistent with the signed root" if not bad else f"{bad} problems"
+        lines.append(f"{report.checkpoints} live checkpoints: {state}")
+    if report.anchor_line is not None:
+        lines.append(report.anchor_line)
     lines.extend(f"  {failure}" for failure in report.failures if failure is not first)
     if first is not None and len(report.failures) > 1:
         lines.append(f"{len(report.failures)} failures in all")

@@ -201,13 +201,17 @@ class SessionWriter:
             await self.flush()
         finally:
             await asyncio.to_thread(self._pool.shutdown, wait=True)
-        return await finalize_session(
+        manifest = await finalize_session(
             self.datadir.store,
             self.datadir.cluster_key(),
             self.session_id,
             status=status,
             reason=reason,
         )
+        from lucid_sessions.anchoring.session_log import log_finalised
+
+        await log_finalised(self.datadir, self.session_id)
+        return manifest
 
     async def discard(self) -> None:
         """Stop and remove everything this session wrote: chunk files and metadata."""

@@ -33,7 +33,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from lucid_sessions.anchoring import LocalAnchorLog
+from lucid_sessions.anchoring.select import anchor_for
+from lucid_sessions.anchoring.settings import describe as describe_anchor
 from lucid_sessions.api.context import ApiSettings, ServiceHealth
 from lucid_sessions.cluster.config import INTERNAL, ClusterConfig
 from lucid_sessions.cluster.interfaces import Pipeline, Processor, Recorder, Storage
@@ -246,14 +247,21 @@ class Cluster:
             processor,
             master=keys.master,
             signer=keys.signer,
-            anchor=LocalAnchorLog(keys.datadir.path / "anchors.jsonl", keys.signer),
+            anchor=anchor_for(self.config.anchor, keys.datadir.path, keys.signer),
+            anchor_attempts=self.config.anchor.max_attempts,
+            anchor_backoff_s=self.config.anchor.backoff_s,
+            anchor_max_backoff_s=self.config.anchor.max_backoff_s,
             queue_size=self.config.queue_size,
             workers=self.config.pipeline_workers,
             on_chunk=self.metrics.chunk_processed,
             coordinator=coordinator,
+            evidence_dir=keys.datadir.path,
+            checkpoint_chunks=self.config.checkpoint_chunks,
+            checkpoint_seconds=self.config.checkpoint_seconds,
         )
         if "recorder" not in self.config.local:
             pipeline.attach_recorder(self.dependency("recorder"))
+        log.info("anchoring roots", extra={"anchor": describe_anchor(self.config.anchor)})
         await pipeline.start()
         await self._serve_grpc("pipeline", pipeline)
         return Service("pipeline", pipeline, pipeline.close)

@@ -15,6 +15,10 @@ Every setting, its variable and its TOML key (``[section] key``)::
     claim timeout       LUCID_CLAIM_TIMEOUT_S       [processor] claim_timeout_s = 15
                         (with Redis: a chunk entry a processor left unacknowledged this
                         long is claimed by another; see cluster/coordination.py)
+    checkpoint chunks   LUCID_CHECKPOINT_CHUNKS     [pipeline] checkpoint_chunks = 10
+    checkpoint seconds  LUCID_CHECKPOINT_SECONDS    [pipeline] checkpoint_seconds = 60
+                        (a live checkpoint every N stored chunks or T seconds, whichever
+                        comes first; 0 turns that trigger off: anchoring/checkpoints.py)
     API TLS             LUCID_API_TLS_CERT / _KEY   [api] tls_cert, tls_key (PEM files)
     API mutual TLS      LUCID_API_TLS_CLIENT_CA     [api] tls_client_ca
     gRPC TLS            LUCID_GRPC_TLS_CERT / _KEY  [grpc] tls_cert, tls_key
@@ -29,6 +33,9 @@ names the server names it through :func:`~lucid_sessions.storage.mongo_store.red
 
 TLS settings, what each side presents and verifies: see :mod:`lucid_sessions.cluster.tls`
 (the command line passes them as ``tls={field: value}``).
+
+Anchoring (``[anchor]``, ``LUCID_ANCHOR_*``: backend, node, contract, key, retries): see
+:mod:`lucid_sessions.anchoring.settings`.
 
 Security settings (``[auth]``, ``[rate_limits]``, ``[redis]``): see
 :mod:`lucid_sessions.security.settings`.
@@ -45,6 +52,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lucid_sessions.anchoring.settings import AnchorConfig, load_anchor
 from lucid_sessions.cluster.tls import TlsConfig, check_tls, load_tls
 from lucid_sessions.errors import InvalidConfigError
 from lucid_sessions.security.settings import SecurityConfig, load_security
@@ -76,6 +84,10 @@ class ClusterConfig:
     pipeline_workers: int = 2
     processor_threads: int = 2
     claim_timeout_s: float = 15.0
+    checkpoint_chunks: int = 10
+    """A live checkpoint after this many stored chunks (0: no chunk trigger)."""
+    checkpoint_seconds: float = 60.0
+    """A live checkpoint this many seconds after the last one (0: no time trigger)."""
     security: SecurityConfig = field(default_factory=SecurityConfig)
     """Token verification, rate limits and Redis (see :mod:`lucid_sessions.security.settings`)."""
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -83,6 +95,8 @@ class ClusterConfig:
     mongodb_uri: str | None = field(default=None, repr=False)
     """Metadata in MongoDB instead of the data directory's SQLite (may hold a password)."""
     mongodb_database: str = "lucid_sessions"
+    anchor: AnchorConfig = field(default_factory=AnchorConfig)
+    """Where session roots are anchored (see :mod:`lucid_sessions.anchoring.settings`)."""
 
     @property
     def local(self) -> frozenset[str]:
@@ -202,6 +216,13 @@ def load_config(
             1,
             64,
         ),
+        (
+            "checkpoint_chunks",
+            "LUCID_CHECKPOINT_CHUNKS",
+            section("pipeline").get("checkpoint_chunks"),
+            0,
+            1_000_000,
+        ),
     ):
         value = setting(toml, var)
         if value is not None:
@@ -214,9 +235,18 @@ def load_config(
                 errors.append(f"claim timeout must be between 0.1 and 3600 s, not {claim}")
         except ValueError:
             errors.append(f"claim timeout must be a number of seconds, not {claim!r}")
+    every = setting(section("pipeline").get("checkpoint_seconds"), "LUCID_CHECKPOINT_SECONDS")
+    if every is not None:
+        try:
+            values["checkpoint_seconds"] = float(str(every))
+            if not 0 <= values["checkpoint_seconds"] <= 86400:
+                errors.append(f"checkpoint seconds must be between 0 and 86400, not {every}")
+        except ValueError:
+            errors.append(f"checkpoint seconds must be a number of seconds, not {every!r}")
     _load_mongodb(section("mongodb"), setting, values, errors)
     values["security"] = load_security(raw, setting, errors)
     values["tls"] = load_tls(raw, setting, errors, overrides.pop("tls", None))
+    values["anchor"] = load_anchor(raw, setting, errors)
     for key, value in overrides.items():
         if value is None:
             continue

@@ -16,7 +16,9 @@ The queue bounds memory: when it is full, ``submit_chunk`` waits (backpressure r
 recorder, whose sampler then counts dropped frames). Transient failures
 (:class:`~lucid_sessions.cluster.interfaces.Unavailable`) are retried with exponential
 backoff; a chunk that still fails is counted and the session ends interrupted with what
-was stored. Finalisation signs the manifest over the stored chunks and anchors its root.
+was stored. Finalisation signs the manifest over the stored chunks; anchoring its root is
+then a durable background job (:class:`~lucid_sessions.anchoring.job.AnchorJobs`: pending,
+retried with backoff, confirmed or failed, state in the session's ``config["anchor"]``).
 
 With a :class:`~lucid_sessions.cluster.coordination.ChunkCoordinator` (Redis configured,
 processors in other processes), a worker does not call the processor: it seals the chunk
@@ -39,9 +41,12 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from lucid_sessions.anchoring import Anchor
+from lucid_sessions.anchoring.job import AnchorJobs
+from lucid_sessions.anchoring.trail import EvidenceTrail
 from lucid_sessions.archive.finalize import finalize_session
 from lucid_sessions.archive.quality import AdaptiveLevel
 from lucid_sessions.archive.writer import new_session_id
@@ -134,13 +139,39 @@ class PipelineManager:
         on_chunk: Callable[[str, float], None] | None = None,
         coordinator: ChunkCoordinator | None = None,
         max_in_flight: int | None = None,
+        anchor_attempts: int = 8,
+        anchor_backoff_s: float = 2.0,
+        anchor_max_backoff_s: float = 300.0,
+        evidence_dir: Path | None = None,
+        checkpoint_chunks: int = 10,
+        checkpoint_seconds: float = 60.0,
     ) -> None:
         self.storage = storage
+        # Live checkpoints and the session log (data directory files), when given one.
+        self.trail = (
+            None
+            if evidence_dir is None
+            else EvidenceTrail(
+                storage,
+                signer,
+                anchor,
+                evidence_dir,
+                checkpoint_chunks=checkpoint_chunks,
+                checkpoint_seconds=checkpoint_seconds,
+            )
+        )
         self.processor = processor
         self._recorder: Recorder | None = None
         self._master = master
         self._signer = signer
         self._anchor = anchor
+        self.anchor_jobs = AnchorJobs(
+            storage,
+            anchor,
+            max_attempts=anchor_attempts,
+            backoff_s=anchor_backoff_s,
+            max_backoff_s=anchor_max_backoff_s,
+        )
         self._queue: asyncio.Queue[tuple[str, RawChunk]] = asyncio.Queue(maxsize=queue_size)
         self._workers_n = workers
         self._workers: list[asyncio.Task[None]] = []
@@ -171,8 +202,10 @@ class PipelineManager:
     # lifecycle
 
     async def start(self) -> None:
-        """Recover sessions left open, then start the chunk workers."""
+        """Recover sessions left open, resume pending anchors (in the background), then
+        start the chunk workers."""
         await self.recover()
+        self.anchor_jobs.start_recovery()
         if self._coordinator is not None:
             await self._coordinator.start()
         self._workers = [
@@ -193,6 +226,9 @@ class PipelineManager:
             await self._coordinator.close()
         if self._finalising:
             await asyncio.gather(*self._finalising, return_exceptions=True)
+        await self.anchor_jobs.close()
+        if self.trail is not None:
+            await self.trail.close()
 
     async def recover(self) -> list[str]:
         """Finalise every session a previous process left open; returns their ids."""
@@ -411,6 +447,11 @@ class PipelineManager:
             "workers": len(self._workers),
             "active_sessions": sorted(self._live),
             "chunks": dict(self.counters),
+            "anchoring": {
+                "backend": self.anchor_jobs.chain,
+                "running": len(self.anchor_jobs.running),
+                **self.anchor_jobs.counters,
+            },
         }
         if self._coordinator is not None:
             status["coordination"] = {
@@ -486,6 +527,8 @@ class PipelineManager:
                 backlog_full=self._queue.full(),
             )
             self.counters["processed"] += 1
+            if self.trail is not None:
+                self.trail.stored(session_id)
             if self._on_chunk is not None:
                 self._on_chunk("processed", elapsed)
         except LucidError as exc:
@@ -558,6 +601,8 @@ class PipelineManager:
             return
         if ok:
             self.counters["processed"] += 1
+            if self.trail is not None:
+                self.trail.stored(session_id)
         else:
             self._chunk_failed(session_id, live, sequence, error or "processing failed")
         if self._on_chunk is not None:
@@ -599,21 +644,9 @@ class PipelineManager:
         )
         if self._coordinator is not None:
             await self._drop_staged(session_id)
-        receipt = await self._anchor.anchor(session_id, manifest.root)
-        await self.storage.update_session(
-            session_id,
-            {
-                "config": {
-                    **(await self.storage.get_session(session_id)).config,
-                    "anchor": {
-                        "chain": receipt.chain,
-                        "location": receipt.location,
-                        "transaction": receipt.transaction,
-                        "block": receipt.block,
-                    },
-                }
-            },
-        )
+        if self.trail is not None:  # checkpoints checked, the session log appended
+            await self.trail.finalised(session_id, manifest)
+        await self.anchor_jobs.submit(session_id, manifest.root)
 
     async def _drop_staged(self, session_id: str) -> None:
         """Remove what is still staged for a finalised session (chunks that failed, or
@@ -625,11 +658,14 @@ class PipelineManager:
             log.warning("could not clear the staged chunks of %s: %s", session_id, exc.message)
 
     async def wait_idle(self, session_id: str, timeout: float = 30.0) -> None:
-        """Wait until the session's finalisation is done (tests and the CLI use this)."""
+        """Wait until the session's finalisation is done and its anchoring job recorded
+        (pending or further; :meth:`AnchorJobs.wait` waits for the anchor itself)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             session = await self.storage.get_session(session_id)
-            if session.status in ("completed", "interrupted", "failed"):
+            if session.status == "failed" or (
+                session.status in ("completed", "interrupted") and "anchor" in session.config
+            ):
                 return
             await asyncio.sleep(0.05)
         raise PipelineError(f"session {session_id} did not finish within {timeout} s")

@@ -244,7 +244,8 @@ async def export_session(
 ) -> StreamingResponse:
     if from_s is not None and to_s is not None and to_s < from_s:
         raise InvalidConfigError("to: must not be before from")
-    record = await _manifest(ctx, session_id)
+    session = await ctx.storage.get_session(session_id)
+    record = await ctx.storage.get_manifest(session_id)
     excerpt = None
     if from_s is not None or to_s is not None:
         excerpt = ExportRange(
@@ -259,6 +260,7 @@ async def export_session(
         excerpt=excerpt,
         buffer=ctx.settings.export_buffer,
         piece=ctx.settings.stream_piece,
+        session=session,
     )
     name = f"{session_id}-excerpt.tar" if excerpt is not None else f"{session_id}.tar"
     return ClosingStreamingResponse(
