@@ -16,6 +16,7 @@ import sqlite3
 import tarfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -500,5 +501,40 @@ def test_checkpoints_follow_chunks_stored_through_redis(tmp_path, redis_url, red
     final, report, checkpoints = asyncio.run(scenario())
     assert final.status == "completed", final.status_reason
     assert len(checkpoints) >= 2
+    assert report.ok, report.failures
+    assert report.checkpoints == len(checkpoints)
+
+
+def test_a_bundle_exported_through_the_api_carries_the_checkpoints(recorded, tmp_path):
+    """The API's export streams from the Storage component; with the data directory at
+    hand (every served process has it) the checkpoints go in too."""
+    import httpx
+
+    from lucid_sessions.api import ApiSettings, create_app
+
+    path, sid, _, _, checkpoints, _, key = recorded
+    out = tmp_path / "api.tar"
+
+    async def run() -> None:
+        datadir = DataDir.open(path)
+        try:
+            storage = StorageService(datadir)
+            app = create_app(
+                pipeline=cast(Any, None),
+                storage=storage,
+                settings=ApiSettings(evidence_dir=path),
+            )
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                response = await client.get(f"/api/v1/sessions/{sid}/export")
+                assert response.status_code == 200, response.text
+                out.write_bytes(response.content)
+        finally:
+            await datadir.close()
+
+    asyncio.run(run())
+    with Bundle(out) as bundle:
+        assert len(bundle.checkpoints) == len(checkpoints)
+        report = verify_evidence(bundle, trusted_key=key.public_key_bytes())
     assert report.ok, report.failures
     assert report.checkpoints == len(checkpoints)

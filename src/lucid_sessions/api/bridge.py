@@ -18,6 +18,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from lucid_sessions.archive.bundle import ExportRange, export_bundle
@@ -143,9 +144,13 @@ class _BridgedChunks:
 class _StorageAsDataDir:
     """The two parts of a :class:`DataDir` that ``export_bundle`` reads."""
 
-    def __init__(self, store: _ManifestOnly, chunks: _BridgedChunks) -> None:
+    def __init__(
+        self, store: _ManifestOnly, chunks: _BridgedChunks, path: Path | None = None
+    ) -> None:
         self.store = store
         self.chunks = chunks
+        if path is not None:
+            self.path = path  # where export_bundle finds the session's checkpoints
 
 
 class _QueueWriter:
@@ -202,10 +207,12 @@ class ExportStream:
         buffer: int,
         piece: int,
         session: SessionRecord | None = None,
+        evidence_dir: Path | None = None,
     ) -> None:
         self._storage = storage
         self._record = record
         self._session = session
+        self._evidence_dir = evidence_dir
         self._excerpt = excerpt
         self._piece = piece
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=max(1, buffer))
@@ -219,7 +226,9 @@ class ExportStream:
         """The writer thread: the whole bundle into the queue, then the end marker."""
         writer = _QueueWriter(self._queue, loop, self._aborted, self._piece)
         chunks = _BridgedChunks(self._storage, loop, self._aborted)
-        source = _StorageAsDataDir(_ManifestOnly(self._record, self._session), chunks)
+        source = _StorageAsDataDir(
+            _ManifestOnly(self._record, self._session), chunks, self._evidence_dir
+        )
         session_id = self._record.session_id
 
         async def write() -> None:

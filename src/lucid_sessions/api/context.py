@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import Request
 
@@ -48,6 +49,9 @@ class ApiSettings:
     """Raw Ed25519 cluster key that ``/verify`` requires manifests to be signed with."""
     stream_piece: int = 256 * 1024
     """Bytes per piece of a streamed download."""
+    evidence_dir: Path | None = None
+    """The data directory, when this process has it (every served process does): exports
+    then carry the session's live checkpoints from its ``checkpoints/``."""
     max_body_bytes: int = 1024 * 1024
     """Largest body of every other route (413 beyond): JSON bodies are a few KiB at most."""
     max_header_count: int = 100

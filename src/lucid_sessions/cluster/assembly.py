@@ -285,7 +285,10 @@ class Cluster:
         recorder: Recorder = self.dependency("recorder")
         from lucid_sessions.api.security import jwt_authorizer
 
-        settings = ApiSettings(trusted_public_key=self.keys.signer.public_key_bytes())
+        settings = ApiSettings(
+            trusted_public_key=self.keys.signer.public_key_bytes(),
+            evidence_dir=self.keys.datadir.path,
+        )
         authorizer, close_authorizer = jwt_authorizer(
             self.config.security, data_dir=self.keys.datadir.path, store=storage
         )

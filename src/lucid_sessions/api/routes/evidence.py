@@ -261,6 +261,7 @@ async def export_session(
         buffer=ctx.settings.export_buffer,
         piece=ctx.settings.stream_piece,
         session=session,
+        evidence_dir=ctx.settings.evidence_dir,
     )
     name = f"{session_id}-excerpt.tar" if excerpt is not None else f"{session_id}.tar"
     return ClosingStreamingResponse(
