@@ -16,14 +16,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from lucid_sessions.errors import AlreadyExistsError, FormatError, PipelineError
+from lucid_sessions.errors import (
+    AlreadyExistsError,
+    FormatError,
+    InvalidConfigError,
+    PipelineError,
+)
 
 __all__ = [
+    "ENV_KEY",
+    "ENV_KEY_FILE",
+    "key_bytes",
+    "key_from_env",
+    "shown_url",
     "AnchorConflict",
     "AnchorRejected",
     "ChainLocation",
@@ -144,3 +158,50 @@ class ChainLocation:
         if len(parts) != 3 or not parts[0].isdigit():
             raise FormatError(f"anchor location {text!r} is not <chain id>:<contract>:<address>")
         return cls(int(parts[0]), parts[1], parts[2])
+
+
+# The anchoring account's key, shared by the chain backends. It is read here and handed to
+# the backend's key class; it never appears in a message, only where it came from.
+
+ENV_KEY = "LUCID_ANCHOR_KEY"
+ENV_KEY_FILE = "LUCID_ANCHOR_KEY_FILE"
+
+
+def key_bytes(secret: str | bytes, *, source: str) -> bytes:
+    """A 32-byte secp256k1 private key from hex text (``0x`` optional) or raw bytes."""
+    if isinstance(secret, str):
+        text = secret.strip()
+        text = text[2:] if text[:2] in ("0x", "0X") else text
+        try:
+            raw = bytes.fromhex(text)
+        except ValueError:
+            raw = b""
+    else:
+        raw = bytes(secret)
+    if len(raw) != 32:
+        raise InvalidConfigError(f"{source} is not a 32-byte hex private key")
+    return raw
+
+
+def key_from_env(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(key text, where it came from): ``LUCID_ANCHOR_KEY``, else the file named by
+    ``LUCID_ANCHOR_KEY_FILE``."""
+    env = os.environ if environ is None else environ
+    if env.get(ENV_KEY):
+        return env[ENV_KEY], ENV_KEY
+    if env.get(ENV_KEY_FILE):
+        path = Path(env[ENV_KEY_FILE])
+        try:
+            text = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not ASCII hex"
+            raise InvalidConfigError(f"cannot read {ENV_KEY_FILE} {path}: {reason}") from None
+        return text, f"{ENV_KEY_FILE} {path}"
+    raise InvalidConfigError(f"no anchoring key: set {ENV_KEY} or {ENV_KEY_FILE}")
+
+
+def shown_url(url: str) -> str:
+    """A node's URL without path, query or credentials (they often hold an API key)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")

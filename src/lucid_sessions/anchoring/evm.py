@@ -31,26 +31,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 
 from lucid_sessions.anchoring.contract import (
+    ENV_KEY,
+    ENV_KEY_FILE,
     AnchorConflict,
     AnchorRejected,
     ChainLocation,
     artifact,
     decode_revert,
+    key_bytes,
+    key_from_env,
     root_bytes,
     session_key,
+    shown_url,
 )
 from lucid_sessions.anchoring.local import AnchorReceipt
 from lucid_sessions.cluster.interfaces import Unavailable
@@ -89,8 +92,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ENV_KEY = "LUCID_ANCHOR_KEY"
-ENV_KEY_FILE = "LUCID_ANCHOR_KEY_FILE"
 _ZERO = b"\0" * 32
 _GAS_MARGIN = 1.25
 _POLL_S = 0.2
@@ -104,17 +105,7 @@ class AnchorKey:
     __slots__ = ("_account",)
 
     def __init__(self, secret: str | bytes, *, source: str = "the private key") -> None:
-        if isinstance(secret, str):
-            text = secret.strip()
-            text = text[2:] if text[:2] in ("0x", "0X") else text
-            try:
-                raw = bytes.fromhex(text)
-            except ValueError:
-                raw = b""
-        else:
-            raw = bytes(secret)
-        if len(raw) != 32:
-            raise InvalidConfigError(f"{source} is not a 32-byte hex private key")
+        raw = key_bytes(secret, source=source)
         try:
             self._account = Account.from_key(raw)
         except Exception:
@@ -123,18 +114,8 @@ class AnchorKey:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AnchorKey:
         """From ``LUCID_ANCHOR_KEY`` or the file named by ``LUCID_ANCHOR_KEY_FILE``."""
-        env = os.environ if environ is None else environ
-        if env.get(ENV_KEY):
-            return cls(env[ENV_KEY], source=ENV_KEY)
-        if env.get(ENV_KEY_FILE):
-            path = Path(env[ENV_KEY_FILE])
-            try:
-                text = path.read_text(encoding="ascii")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else "not ASCII hex"
-                raise InvalidConfigError(f"cannot read {ENV_KEY_FILE} {path}: {reason}") from None
-            return cls(text, source=f"{ENV_KEY_FILE} {path}")
-        raise InvalidConfigError(f"no anchoring key: set {ENV_KEY} or {ENV_KEY_FILE}")
+        secret, source = key_from_env(environ)
+        return cls(secret, source=source)
 
     @property
     def address(self) -> str:
@@ -162,16 +143,9 @@ def _as_key(private_key: str | bytes | AnchorKey | None) -> AnchorKey:
     return AnchorKey(private_key)
 
 
-def _shown(url: str) -> str:
-    """The node's URL without path, query or credentials (they often hold an API key)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
-
-
 def _web3(rpc_url: str, timeout_s: float) -> Any:
     if urlsplit(rpc_url).scheme not in ("http", "https"):
-        raise InvalidConfigError(f"EVM node URL {_shown(rpc_url)} is not http(s)")
+        raise InvalidConfigError(f"EVM node URL {shown_url(rpc_url)} is not http(s)")
     # No provider-level retries: a node that is down is reported at once as Unavailable,
     # and the callers' retry policy (with idempotent anchors) takes it from there.
     provider = HTTPProvider(
@@ -226,7 +200,7 @@ class EvmAnchor:
         if timeout_s <= 0:
             raise InvalidConfigError(f"timeout must be positive, not {timeout_s}")
         self._key = _as_key(private_key)
-        self._node = _shown(rpc_url)
+        self._node = shown_url(rpc_url)
         self.contract_address = _checksum(contract_address, "contract address")
         self.confirmations = confirmations
         self.timeout_s = timeout_s
@@ -399,7 +373,7 @@ def deploy_contract(
     """Deploy the committed LucidAnchor bytecode; the new contract's checksummed address."""
     key = _as_key(private_key)
     w3 = _web3(rpc_url, min(timeout_s, 30.0))
-    node = _shown(rpc_url)
+    node = shown_url(rpc_url)
 
     def deploy() -> str:
         factory = w3.eth.contract(abi=artifact()["abi"], bytecode=artifact()["bytecode"])
@@ -433,7 +407,7 @@ def read_anchor(
     by = _checksum(anchorer, "anchoring address")
     instance = w3.eth.contract(address=address, abi=artifact()["abi"])
     key = session_key(session_id)
-    root, when = _translated(_shown(rpc_url), instance.functions.rootOf(by, key).call)
+    root, when = _translated(shown_url(rpc_url), instance.functions.rootOf(by, key).call)
     if bytes(root) == _ZERO:
         return None
     return bytes(root).hex(), int(when)

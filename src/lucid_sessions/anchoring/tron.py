@@ -47,12 +47,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -67,12 +65,17 @@ from tronpy.keys import PrivateKey, Signature, to_base58check_address, to_raw_ad
 from tronpy.proto import tron_pb2
 
 from lucid_sessions.anchoring.contract import (
+    ENV_KEY,
+    ENV_KEY_FILE,
     AnchorConflict,
     AnchorRejected,
     artifact,
     decode_revert,
+    key_bytes,
+    key_from_env,
     root_bytes,
     session_key,
+    shown_url,
 )
 from lucid_sessions.anchoring.local import AnchorReceipt
 from lucid_sessions.cluster.interfaces import Unavailable
@@ -95,8 +98,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHAIN = "tron"
-ENV_KEY = "LUCID_ANCHOR_KEY"
-ENV_KEY_FILE = "LUCID_ANCHOR_KEY_FILE"
 DEFAULT_FEE_LIMIT_SUN = 100_000_000
 """100 TRX: the most one anchor may burn for energy. An anchor costs far less; the limit
 only stops a misbehaving contract from draining the account."""
@@ -300,17 +301,7 @@ class TronKey:
     __slots__ = ("_key", "address")
 
     def __init__(self, secret: str | bytes, *, source: str = "the private key") -> None:
-        if isinstance(secret, str):
-            text = secret.strip()
-            text = text[2:] if text[:2] in ("0x", "0X") else text
-            try:
-                raw = bytes.fromhex(text)
-            except ValueError:
-                raw = b""
-        else:
-            raw = bytes(secret)
-        if len(raw) != 32:
-            raise InvalidConfigError(f"{source} is not a 32-byte hex private key")
+        raw = key_bytes(secret, source=source)
         try:
             self._key = PrivateKey(raw)
         except BadKey:
@@ -321,18 +312,8 @@ class TronKey:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TronKey:
         """From ``LUCID_ANCHOR_KEY`` or the file named by ``LUCID_ANCHOR_KEY_FILE``."""
-        env = os.environ if environ is None else environ
-        if env.get(ENV_KEY):
-            return cls(env[ENV_KEY], source=ENV_KEY)
-        if env.get(ENV_KEY_FILE):
-            path = Path(env[ENV_KEY_FILE])
-            try:
-                text = path.read_text(encoding="ascii")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else "not ASCII hex"
-                raise InvalidConfigError(f"cannot read {ENV_KEY_FILE} {path}: {reason}") from None
-            return cls(text, source=f"{ENV_KEY_FILE} {path}")
-        raise InvalidConfigError(f"no anchoring key: set {ENV_KEY} or {ENV_KEY_FILE}")
+        secret, source = key_from_env(environ)
+        return cls(secret, source=source)
 
     def sign_digest(self, digest: bytes) -> bytes:
         """The 65-byte recoverable signature of a 32-byte digest."""
@@ -358,22 +339,15 @@ def _as_key(private_key: str | bytes | TronKey | None) -> TronKey:
 # --- the node ------------------------------------------------------------------------------
 
 
-def _shown(url: str) -> str:
-    """The node's URL without path, query or credentials (they often hold an API key)."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
-
-
 def _base_url(url: str | None, what: str) -> str:
     if not url or urlsplit(url).scheme not in ("http", "https"):
-        raise InvalidConfigError(f"TRON {what} URL {_shown(url or '')} is not http(s)")
+        raise InvalidConfigError(f"TRON {what} URL {shown_url(url or '')} is not http(s)")
     return url.rstrip("/")
 
 
 def _answer(url: str, path: str, response: httpx.Response) -> Any:
     """The JSON a node answered; 5xx/429 and non-JSON are :class:`Unavailable`."""
-    where = f"TRON node {_shown(url)} /{path}"
+    where = f"TRON node {shown_url(url)} /{path}"
     if response.status_code >= 500 or response.status_code == 429:
         raise Unavailable(f"{where} answered HTTP {response.status_code}")
     if response.status_code != 200:
@@ -392,7 +366,7 @@ async def _post(http: httpx.AsyncClient, url: str, path: str, body: Mapping[str,
         response = await http.post(f"{url}/{path}", json=dict(body))
     except httpx.HTTPError as exc:
         raise Unavailable(
-            f"TRON node {_shown(url)} unreachable ({path}): {type(exc).__name__}"
+            f"TRON node {shown_url(url)} unreachable ({path}): {type(exc).__name__}"
         ) from None
     return _answer(url, path, response)
 
@@ -464,7 +438,7 @@ def read_anchor(
             )
     except httpx.HTTPError as exc:
         raise Unavailable(
-            f"TRON node {_shown(url)} unreachable ({path}): {type(exc).__name__}"
+            f"TRON node {shown_url(url)} unreachable ({path}): {type(exc).__name__}"
         ) from None
     root, when, _ = _records_result(_answer(url, path, response), contract, session_id)
     if root == _ZERO:
@@ -529,7 +503,7 @@ class TronAnchor:
 
     def __repr__(self) -> str:
         return (
-            f"TronAnchor(node={_shown(self.full_node_url)}, contract={self.contract_address}, "
+            f"TronAnchor(node={shown_url(self.full_node_url)}, contract={self.contract_address}, "
             f"address={self.address})"
         )
 
@@ -620,7 +594,7 @@ class TronAnchor:
         )
         if not isinstance(answer, dict):
             raise AnchorRejected(
-                f"TRON node {_shown(self.full_node_url)} broadcast answer is not an object"
+                f"TRON node {shown_url(self.full_node_url)} broadcast answer is not an object"
             )
         code = str(answer.get("code") or "")
         if answer.get("result") is True or code == "DUP_TRANSACTION_ERROR":
