@@ -33,10 +33,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
+from lucid_sessions.anchoring.heads import SignedHead
 from lucid_sessions.anchoring.local import Anchor
-from lucid_sessions.crypto import ClusterKey, verify_signature
+from lucid_sessions.crypto import ClusterKey
 from lucid_sessions.errors import FormatError, LucidError, StorageError
 from lucid_sessions.manifest import Manifest, canonical_json, leaf_hashes
 from lucid_sessions.merkle import MerkleTree, get_hasher, verify_consistency
@@ -63,7 +64,9 @@ _BODY = ("session_id", "size", "root", "time", "hash_algorithm")
 
 
 @dataclass(frozen=True, slots=True)
-class Checkpoint:
+class Checkpoint(SignedHead):
+    BODY: ClassVar[tuple[str, ...]] = _BODY
+    CONTEXT: ClassVar[bytes] = CHECKPOINT_CONTEXT
     session_id: str
     size: int
     root: str
@@ -71,19 +74,6 @@ class Checkpoint:
     hash_algorithm: str
     signature: str
     """Hex Ed25519 signature over CHECKPOINT_CONTEXT || canonical JSON of the body."""
-
-    def body(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _BODY}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.body(), "signature": self.signature}
-
-    def signature_ok(self, public_key: bytes) -> bool:
-        try:
-            raw = bytes.fromhex(self.signature)
-        except ValueError:
-            return False
-        return verify_signature(public_key, raw, CHECKPOINT_CONTEXT + canonical_json(self.body()))
 
     @property
     def anchor_id(self) -> str:
@@ -101,7 +91,7 @@ def sign_checkpoint(
     when: str | None = None,
 ) -> Checkpoint:
     unsigned = Checkpoint(session_id, size, root, when or utc_now(), hash_algorithm, "")
-    signature = key.sign(CHECKPOINT_CONTEXT + canonical_json(unsigned.body())).hex()
+    signature = unsigned.sign_with(key)
     return dataclasses.replace(unsigned, signature=signature)
 
 

@@ -47,9 +47,10 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from lucid_sessions.crypto import ClusterKey, verify_signature
+from lucid_sessions.anchoring.heads import SignedHead
+from lucid_sessions.crypto import ClusterKey
 from lucid_sessions.errors import FormatError, LucidError, StorageError
 from lucid_sessions.manifest import canonical_json
 from lucid_sessions.merkle import MerkleTree, get_hasher, verify_consistency
@@ -103,25 +104,14 @@ class LogLeaf:
 
 
 @dataclass(frozen=True, slots=True)
-class LogHead:
+class LogHead(SignedHead):
+    BODY: ClassVar[tuple[str, ...]] = _HEAD_BODY
+    CONTEXT: ClassVar[bytes] = HEAD_CONTEXT
     size: int
     root: str
     time: str
     hash_algorithm: str
     signature: str
-
-    def body(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _HEAD_BODY}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.body(), "signature": self.signature}
-
-    def signature_ok(self, public_key: bytes) -> bool:
-        try:
-            raw = bytes.fromhex(self.signature)
-        except ValueError:
-            return False
-        return verify_signature(public_key, raw, HEAD_CONTEXT + canonical_json(self.body()))
 
     @property
     def anchor_id(self) -> str:
@@ -245,7 +235,7 @@ class SessionLog:
         assert self._key is not None
         tree = tree_of(leaves)
         unsigned = LogHead(tree.size, tree.root().hex(), utc_now(), HASH_ALGORITHM, "")
-        signature = self._key.sign(HEAD_CONTEXT + canonical_json(unsigned.body())).hex()
+        signature = unsigned.sign_with(self._key)
         head = dataclasses.replace(unsigned, signature=signature)
         _append_line(self.heads_path, head.to_dict())
         return head
