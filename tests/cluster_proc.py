@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,12 +28,6 @@ def api_headers(data_dir: Path, role: str = "admin") -> dict[str, str]:
         key, subject=f"e2e-{role}", role=role, ttl_s=3600, settings=TokenSettings()
     )
     return {"Authorization": f"Bearer {token}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def descendants(pid: int) -> list[int]:

@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.redis_fixtures import free_port
+from tests.servers import free_port, stop_process, wait_until_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPILE_SCRIPT = ROOT / "scripts" / "compile-contract"
@@ -153,28 +152,30 @@ class HardhatNode:
             )
         finally:
             log.close()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline and self.process.poll() is None:
+
+        def answers() -> bool:
             try:
-                if int(str(rpc(self.url, "eth_chainId", timeout=0.5)), 16) == CHAIN_ID:
-                    return self
+                return int(str(rpc(self.url, "eth_chainId", timeout=0.5)), 16) == CHAIN_ID
             except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-        self.stop()
-        tail = (self.directory / "hardhat.log").read_text(errors="replace")[-1500:]
-        raise RuntimeError(f"hardhat node on port {self.port} did not start:\n{tail}")
+                return False
+
+        try:
+            wait_until_serving(
+                self.process,
+                answers,
+                timeout_s=START_TIMEOUT_S,
+                what=f"hardhat node on port {self.port}",
+                log=self.directory / "hardhat.log",
+                poll_s=0.1,
+            )
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
+        stop_process(process, STOP_TIMEOUT_S)
 
     def cleanup(self) -> None:
         self.stop()

@@ -33,13 +33,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.redis_fixtures import HOST, free_port
+from tests.redis_fixtures import HOST
+from tests.servers import free_port, stop_process, wait_until_serving
 
 ENV_URI = "LUCID_TEST_MONGODB_URI"
 START_TIMEOUT_S = 20.0
@@ -132,28 +132,23 @@ class NxServer:
             )
         finally:
             output.close()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            if mongo_answers(self.uri, timeout_ms=200):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        tail = (self.directory / "output.log").read_text(errors="replace")[-800:]
-        raise RuntimeError(f"nx-27017 on port {self.port} did not start:\n{tail}")
+        try:
+            wait_until_serving(
+                self.process,
+                lambda: mongo_answers(self.uri, timeout_ms=200),
+                timeout_s=START_TIMEOUT_S,
+                what=f"nx-27017 on port {self.port}",
+                log=self.directory / "output.log",
+            )
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after a bounded wait)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
+        stop_process(process, STOP_TIMEOUT_S)
 
     def cleanup(self) -> None:
         self.stop()

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.servers import free_port, stop_process, wait_until_serving
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 6379
@@ -55,13 +56,6 @@ def redis_answers(host: str, port: int, timeout: float = PING_TIMEOUT_S) -> bool
     except OSError:
         return False
     return reply.startswith(b"+PONG")
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:
@@ -113,28 +107,23 @@ class RedisServer:
             )
         finally:
             log.close()
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            if redis_answers(HOST, self.port, timeout=0.2):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        tail = (self.directory / "redis.log").read_text(errors="replace")[-800:]
-        raise RuntimeError(f"redis-server on port {self.port} did not start:\n{tail}")
+        try:
+            wait_until_serving(
+                self.process,
+                lambda: redis_answers(HOST, self.port, timeout=0.2),
+                timeout_s=START_TIMEOUT_S,
+                what=f"redis-server on port {self.port}",
+                log=self.directory / "redis.log",
+            )
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after a bounded wait)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_TIMEOUT_S)
+        stop_process(process, STOP_TIMEOUT_S)
 
     def restart(self) -> RedisServer:
         self.stop()

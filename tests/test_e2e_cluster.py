@@ -12,9 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.cluster_proc import COMPONENTS, ServeProcess, api_headers, free_port, wait_healthy
+from tests.cluster_proc import COMPONENTS, ServeProcess, api_headers, wait_healthy
 from tests.conftest import Cli
 from tests.rdp_fixtures import SIZE
+from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
 

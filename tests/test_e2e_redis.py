@@ -17,8 +17,9 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from tests.cluster_proc import ServeProcess, api_headers, free_port, wait_healthy
+from tests.cluster_proc import ServeProcess, api_headers, wait_healthy
 from tests.conftest import Cli
+from tests.servers import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,6 @@ import inspect
 import ipaddress
 import json
 import logging
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import grpc.aio
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tests.servers import free_port
 from tests.test_metadata_store import chunk, full_session, session
 
 import lucid_sessions.errors as errors_module
@@ -83,13 +83,6 @@ async def served(client_class: type, client_args: Mapping[str, Any] | None = Non
             await client.close()
     finally:
         await server.stop(0)
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # Generated code and the package boundary --------------------------------------------------

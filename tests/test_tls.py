@@ -20,7 +20,8 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from tests.cluster_proc import COMPONENTS, ServeProcess, api_headers, free_port, wait_healthy
+from tests.cluster_proc import COMPONENTS, ServeProcess, api_headers, wait_healthy
+from tests.servers import free_port
 from tests.tls_fixtures import TlsFiles, client_context
 
 from lucid_sessions import rpc
