@@ -187,6 +187,7 @@ def test_the_console_script_is_installed_and_documents_every_command():
         "export",
         "verify",
         "frame",
+        "render",
         "keys",
         "demo",
         "record",

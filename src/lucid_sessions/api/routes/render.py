@@ -1,0 +1,213 @@
+"""A session rendered as H.264 video: ``GET /sessions/{id}/render.mp4``, streamed.
+
+The answer is a fragmented MP4 (``frag_keyframe+empty_moov+default_base_moof``): it is
+written strictly forwards, so it streams while it is encoded, has no length or size limit
+and plays as it arrives. The encoder runs on threads of its own; what it writes goes
+through a bounded queue (``ApiSettings.export_buffer`` pieces of ``stream_piece`` bytes)
+to the response, and a client that goes away stops the encoder at its next frame.
+
+Decoding needs the session's data key, unwrapped with the master key of the data
+directory this API serves (found as the player's routes find it, :mod:`.playback`). A
+render is a download of the recording: permission ``chunks:download``, rate class ``bulk``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, cast
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import StreamingResponse
+
+from lucid_sessions.api.auth import authorize
+from lucid_sessions.api.bridge import _Aborted, _call_on_loop, _QueueWriter, run_in_thread
+from lucid_sessions.api.routes.evidence import ClosingStreamingResponse, From, To
+from lucid_sessions.api.routes.params import API_PREFIX, ERRORS, Ctx, SessionId
+from lucid_sessions.api.routes.playback import _data_key
+from lucid_sessions.archive.render import (
+    MAX_SPEED,
+    MIN_SPEED,
+    RenderCancelled,
+    RenderOptions,
+    RenderPlan,
+    plan_render,
+    render_mp4,
+)
+from lucid_sessions.chunkfile import open_chunk
+from lucid_sessions.cluster.interfaces import Storage
+from lucid_sessions.crypto import DataKey
+from lucid_sessions.errors import ChunkNotFoundError, InvalidConfigError
+from lucid_sessions.storage.metadata import ChunkRecord
+
+__all__ = ["RenderStream", "router"]
+
+log = logging.getLogger("lucid_sessions.api")
+router = APIRouter(
+    prefix=API_PREFIX + "/sessions/{session_id}", tags=["playback"], responses=ERRORS
+)
+
+Speed = Annotated[
+    float,
+    Query(
+        ge=MIN_SPEED,
+        le=MAX_SPEED,
+        allow_inf_nan=False,
+        description="Playback speed: every time is divided by it (2 plays twice as fast)",
+    ),
+]
+
+
+class RenderStream:
+    """A render as an async iterable of MP4 pieces. Iterate it once; call :meth:`close`
+    when the response ends however it ends (the encoder then stops at its next frame)."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        session_id: str,
+        key: DataKey,
+        plan: RenderPlan,
+        options: RenderOptions,
+        *,
+        buffer: int,
+        piece: int,
+    ) -> None:
+        self._storage = storage
+        self._session_id = session_id
+        self._key = key
+        self._plan = plan
+        self._options = options
+        self._piece = piece
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=max(1, buffer))
+        self._aborted = threading.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._pieces()
+
+    def _produce(self, loop: asyncio.AbstractEventLoop) -> None:
+        writer = _QueueWriter(self._queue, loop, self._aborted, self._piece)
+        session_id, key = self._session_id, self._key.key
+
+        def fetch(record: ChunkRecord) -> bytes:
+            stored = _call_on_loop(
+                loop, lambda: self._storage.read_chunk(session_id, record.sequence), self._aborted
+            )
+            return open_chunk(stored, session_id=session_id, sequence=record.sequence, key=key)
+
+        try:
+            render_mp4(self._plan, fetch, cast(Any, writer), self._options, cancelled=self._aborted)
+            writer.close_stream()
+        finally:
+            with contextlib.suppress(_Aborted, RuntimeError):
+                _call_on_loop(loop, lambda: self._queue.put(None), self._aborted)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await run_in_thread(lambda: self._produce(loop))
+        except asyncio.CancelledError:
+            self._aborted.set()
+            raise
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
+        if self._task is not None:
+            raise RuntimeError("a render stream can be iterated once")
+        self._task = asyncio.create_task(self._run())
+        self._task.add_done_callback(_log_failure(self._session_id))
+        while True:
+            piece = await self._queue.get()
+            if piece is None:
+                break
+            yield piece
+        await self._task
+
+    @property
+    def stopped(self) -> bool:
+        """True once the encoder was told to stop."""
+        return self._aborted.is_set()
+
+    def close(self) -> None:
+        """Stop the encoder if it is still running (idempotent)."""
+        if self._task is None or self._task.done():
+            return
+        self._aborted.set()
+        while not self._queue.empty():  # free a writer waiting for room
+            self._queue.get_nowait()
+
+
+def _log_failure(session_id: str) -> Callable[[asyncio.Task[None]], None]:
+    def done(task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, _Aborted | RenderCancelled):
+            log.warning("api render failed session_id=%s error=%s", session_id, error)
+
+    return done
+
+
+@router.get(
+    "/render.mp4",
+    dependencies=[Depends(authorize("chunks:download"))],
+    summary="The session as H.264 video (fragmented MP4), streamed; from/to in seconds",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "A fragmented MP4; frames at their recorded times divided by speed",
+        }
+    },
+)
+async def render_video(
+    session_id: SessionId,
+    ctx: Ctx,
+    from_s: From = None,
+    to_s: To = None,
+    speed: Speed = 1.0,
+) -> StreamingResponse:
+    if from_s is not None and to_s is not None and to_s <= from_s:
+        raise InvalidConfigError("to: must be after from")
+    options = RenderOptions(from_s=from_s, to_s=to_s, speed=speed, fragmented=True)
+    session = await ctx.storage.get_session(session_id)
+    plan = plan_render(session_id, await ctx.storage.list_chunks(session_id), options)
+    key = await _data_key(ctx, session)
+    stored = set(await ctx.storage.chunk_sequences(session_id))
+    missing = [c.sequence for c in plan.chunks if c.sequence not in stored]
+    if missing:
+        raise ChunkNotFoundError(
+            f"session {session_id} cannot be rendered: chunk {missing[0]} is not stored "
+            f"({len(missing)} missing); GET .../verify reports the damage",
+            details={"missing": missing[:100]},
+        )
+    log.info(
+        "api render session_id=%s from_us=%d to_us=%d speed=%g",
+        session_id,
+        plan.start_us - plan.origin_us,
+        plan.end_us - plan.origin_us,
+        speed,
+    )
+    body = RenderStream(
+        ctx.storage,
+        session_id,
+        key,
+        plan,
+        options,
+        buffer=ctx.settings.export_buffer,
+        piece=ctx.settings.stream_piece,
+    )
+    ranged = from_s is not None or to_s is not None
+    name = f"{session_id}-excerpt.mp4" if ranged else f"{session_id}.mp4"
+    return ClosingStreamingResponse(
+        cast(Any, body),
+        on_close=body.close,
+        media_type="video/mp4",
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "no-store",
+        },
+    )
