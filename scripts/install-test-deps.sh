@@ -9,6 +9,8 @@
 #   freerdp2-shadow-x11  freerdp-shadow-cli, the RDP server of scripts/rdp-test-server
 #   fonts-dejavu-core    the font the test server's animated Tk app draws with
 #   redis-server         a private Redis for the rate-limit and revocation tests
+#   chromium             the browser the web UI tests drive (tests/test_ui_browser.py,
+#                        Playwright with executable_path=/usr/bin/chromium)
 #   nodejs npm           only when npm is missing: solc and hardhat (the anchoring contract
 #                        is recompiled and the evm backend runs against a hardhat node)
 #   python3-tk           only when PYTHON (default: python3) is Debian's own Python
@@ -19,7 +21,7 @@
 set -eu
 
 PYTHON="${PYTHON:-python3}"
-PACKAGES="xvfb freerdp2-x11 freerdp2-shadow-x11 fonts-dejavu-core redis-server"
+PACKAGES="xvfb freerdp2-x11 freerdp2-shadow-x11 fonts-dejavu-core redis-server chromium"
 
 installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"

@@ -199,7 +199,9 @@ def test_the_openapi_document_and_docs_load(api: ApiCluster) -> None:
 
 def test_every_route_but_health_has_exactly_one_auth_dependency() -> None:
     table = route_permissions()
-    assert len(table) == 25
+    playback = 3  # timeline, a chunk's frames, one frame image (routes/playback.py)
+    render = 1  # GET .../render.mp4 (routes/render.py)
+    assert len(table) == 25 + playback + render
     for (method, path), permissions in table.items():
         if path == "/api/v1/health":
             assert permissions == []
@@ -208,8 +210,10 @@ def test_every_route_but_health_has_exactly_one_auth_dependency() -> None:
             assert permissions[0] in PERMISSIONS
     assert table[("POST", "/api/v1/sessions")] == ["sessions:create"]
     assert table[("GET", "/api/v1/sessions/{session_id}/export")] == ["chunks:download"]
+    assert table[("GET", "/api/v1/sessions/{session_id}/render.mp4")] == ["chunks:download"]
     assert table[("POST", "/api/v1/pipeline/pause")] == ["pipeline:control"]
     assert table[("GET", "/api/v1/audit")] == ["audit:read"]
+    assert table[("GET", "/api/v1/sessions/{session_id}/timeline")] == ["chunks:read"]
 
 
 def test_the_authorizer_is_asked_for_each_route_with_its_permission(tmp_path: Path) -> None:

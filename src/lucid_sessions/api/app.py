@@ -13,6 +13,7 @@ from lucid_sessions.api.errors import install_error_handlers
 from lucid_sessions.api.limits import RequestLimitsMiddleware
 from lucid_sessions.api.middleware import RequestContextMiddleware
 from lucid_sessions.api.routes import ROUTERS
+from lucid_sessions.api.routes.ui import install_ui
 from lucid_sessions.cluster.interfaces import Pipeline, Recorder, Storage
 from lucid_sessions.observability import Metrics
 
@@ -67,4 +68,5 @@ def create_app(
     app.add_middleware(AuditMiddleware)  # outermost: sees every answer, 500s included
     for router in ROUTERS:
         app.include_router(router)
+    install_ui(app)  # the web UI at / (static files; its data comes from the API above)
     return app

@@ -18,14 +18,14 @@ Permissions:
 ``sessions:delete``   DELETE /sessions/{id}
 ``sessions:control``  start, stop, pause, resume; POST /sessions/{id}/frames
 ``chunks:read``       chunk list and records, /proof, /verify
-``chunks:download``   chunk download, /export (an export counts as a download)
+``chunks:download``   chunk download, /export, /render.mp4 (they count as downloads)
 ``pipeline:control``  POST /pipeline/pause, /pipeline/resume
 ``statistics:read``   statistics, GET /pipeline/status, /metrics
 ``audit:read``        GET /audit
 ====================  =====================================================
 
 Rate-limit classes (:func:`rate_class`): ``creation`` for POST /sessions, ``bulk`` for
-whole-session work (export, server-side verify), ``frames`` for frame ingest, ``chunks``
+whole-session work (export, render, server-side verify), ``frames`` for frame ingest, ``chunks``
 for the other chunk routes, ``status`` for everything else. Refusals (401, 403) spend
 the ``refused`` budget of the client's address, so guessing tokens ends in 429.
 """
@@ -95,7 +95,11 @@ RefusalHook = Callable[[Request, str, str, "Principal | None"], Awaitable[None]]
 
 
 _BULK_ROUTES = frozenset(
-    {"/api/v1/sessions/{session_id}/export", "/api/v1/sessions/{session_id}/verify"}
+    {
+        "/api/v1/sessions/{session_id}/export",
+        "/api/v1/sessions/{session_id}/verify",
+        "/api/v1/sessions/{session_id}/render.mp4",
+    }
 )
 _FRAMES_ROUTE = "/api/v1/sessions/{session_id}/frames"
 
