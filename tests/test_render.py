@@ -350,7 +350,7 @@ def test_api_render_is_documented(api: ApiCluster) -> None:
 
 
 def test_api_client_gone_stops_the_encoder(api: ApiCluster) -> None:
-    from lucid_sessions.api.routes.playback import _data_key
+    from lucid_sessions.api.keys import data_key
     from lucid_sessions.api.routes.render import RenderStream
 
     session = _imported(api, 120)
@@ -359,7 +359,7 @@ def test_api_client_gone_stops_the_encoder(api: ApiCluster) -> None:
     async def scenario() -> int:
         ctx = api.app.state.lucid
         record = await ctx.storage.get_session(session)
-        key = await _data_key(ctx, record)
+        key = await data_key(ctx, record)
         plan = plan_render(session, await ctx.storage.list_chunks(session), options)
         stream = RenderStream(ctx.storage, session, key, plan, options, buffer=1, piece=1024)
         pieces = stream.__aiter__()

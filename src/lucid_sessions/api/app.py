@@ -15,6 +15,7 @@ from lucid_sessions.api.middleware import RequestContextMiddleware
 from lucid_sessions.api.routes import ROUTERS
 from lucid_sessions.api.routes.ui import install_ui
 from lucid_sessions.cluster.interfaces import Pipeline, Recorder, Storage
+from lucid_sessions.crypto import MasterKey
 from lucid_sessions.observability import Metrics
 
 __all__ = ["create_app"]
@@ -31,6 +32,7 @@ def create_app(
     metrics: Metrics | None = None,
     settings: ApiSettings | None = None,
     authorizer: Authorizer | None = None,
+    master_key: MasterKey | None = None,
 ) -> FastAPI:
     """The REST API (``/api/v1``, ``/openapi.json``, ``/docs``) over the given components.
 
@@ -60,6 +62,7 @@ def create_app(
         metrics=metrics or Metrics(),
         settings=settings,
         authorizer=authorizer or allow_all,
+        master_key=master_key,
     )
     install_error_handlers(app)
     # Added first, so it runs inside RequestContextMiddleware: its refusals get request ids.

@@ -25,8 +25,9 @@ Permissions:
 ====================  =====================================================
 
 Rate-limit classes (:func:`rate_class`): ``creation`` for POST /sessions, ``bulk`` for
-whole-session work (export, render, server-side verify), ``frames`` for frame ingest, ``chunks``
-for the other chunk routes, ``status`` for everything else. Refusals (401, 403) spend
+whole-session work (export, render, server-side verify), ``frames`` for frame ingest,
+``playback`` for the player's timeline and frames, ``chunks`` for the other chunk routes,
+``status`` for everything else. Refusals (401, 403) spend
 the ``refused`` budget of the client's address, so guessing tokens ends in 429.
 """
 
@@ -102,6 +103,13 @@ _BULK_ROUTES = frozenset(
     }
 )
 _FRAMES_ROUTE = "/api/v1/sessions/{session_id}/frames"
+_PLAYBACK_ROUTES = frozenset(
+    {
+        "/api/v1/sessions/{session_id}/timeline",
+        "/api/v1/sessions/{session_id}/playback/{sequence}",
+        "/api/v1/sessions/{session_id}/playback/{sequence}/{index}",
+    }
+)
 
 
 def rate_class(path: str, permission: str) -> str:
@@ -112,6 +120,8 @@ def rate_class(path: str, permission: str) -> str:
         return "bulk"
     if path == _FRAMES_ROUTE:
         return "frames"
+    if path in _PLAYBACK_ROUTES:
+        return "playback"
     if permission in ("chunks:read", "chunks:download"):
         return "chunks"
     return "status"

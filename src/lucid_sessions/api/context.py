@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import Request
 
 from lucid_sessions.api.auth import Authorizer
 from lucid_sessions.cluster.interfaces import Pipeline, Recorder, Storage
+from lucid_sessions.crypto import MasterKey
 from lucid_sessions.observability import Metrics
 
 __all__ = [
@@ -81,6 +82,8 @@ class ApiContext:
     metrics: Metrics
     settings: ApiSettings
     authorizer: Authorizer
+    master_key: MasterKey | None = field(default=None, repr=False)
+    """Unwraps data keys for server-side decoding (player, render); never sent anywhere."""
 
 
 async def get_context(request: Request) -> ApiContext:

@@ -294,6 +294,7 @@ class Cluster:
         )
         app = create_app(
             authorizer=authorizer,
+            master_key=self.keys.master,
             pipeline=pipeline,
             storage=self._cached(storage),
             recorder=recorder,

@@ -12,6 +12,8 @@ chunks       1000  chunk lists, records, proofs, downloads
 bulk            5  whole-session work: export, server-side verify
 frames       7200  frame ingest (120 fps, the highest rate a session
                    records at, for a whole window)
+playback     3000  the player's timeline, chunk checks and frames (a
+                   frame a request: 50 fps of playback)
 refused        60  401s and 403s, counted per client address, not per
                    subject: past it, a client guessing tokens gets 429
                    and its refusals stop filling the audit log
@@ -75,6 +77,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_WINDOW_S",
     "FRAMES",
+    "PLAYBACK",
     "REFUSED",
     "STATUS",
     "Decision",
@@ -93,6 +96,7 @@ STATUS = "status"
 CHUNKS = "chunks"
 BULK = "bulk"
 FRAMES = "frames"
+PLAYBACK = "playback"
 REFUSED = "refused"
 
 DEFAULT_LIMITS: Mapping[str, int] = {
@@ -101,6 +105,7 @@ DEFAULT_LIMITS: Mapping[str, int] = {
     CHUNKS: 1000,
     BULK: 5,
     FRAMES: 7200,
+    PLAYBACK: 3000,
     REFUSED: 60,
 }
 CLASSES: tuple[str, ...] = tuple(DEFAULT_LIMITS)

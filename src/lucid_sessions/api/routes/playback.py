@@ -25,9 +25,8 @@ chunk enters it only after passing the check, and every ``GET .../playback/{seq}
 the stored bytes again (a chunk that fails is dropped from it). The CPU work runs on two
 threads of its own.
 
-The data key comes from the master key of the data directory this API serves: the
-in-process storage component's, else the one resolved for ``ApiSettings.evidence_dir``
-(``LUCID_MASTER_KEY``, ``LUCID_MASTER_KEY_FILE`` or ``keys/master.key``).
+The data key is unwrapped on the server (:mod:`lucid_sessions.api.keys`); it never
+reaches the browser.
 """
 
 from __future__ import annotations
@@ -42,7 +41,6 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
@@ -54,9 +52,10 @@ from pydantic import BaseModel
 from lucid_sessions.anchoring.checkpoints import CheckpointStore, stored_run
 from lucid_sessions.api.auth import authorize
 from lucid_sessions.api.context import ApiContext
+from lucid_sessions.api.keys import data_key
 from lucid_sessions.api.routes.params import API_PREFIX, ERRORS, Ctx, SequenceNo, SessionId
 from lucid_sessions.chunkfile import open_chunk
-from lucid_sessions.crypto import DataKey, MasterKey, unwrap_data_key, verify_signature
+from lucid_sessions.crypto import DataKey, verify_signature
 from lucid_sessions.errors import ChunkNotFoundError, LucidError, NotFoundError
 from lucid_sessions.manifest import SIGNING_CONTEXT, Manifest, leaf_hashes, parse_manifest
 from lucid_sessions.merkle import Hasher, MerkleTree, get_hasher, verify_inclusion
@@ -67,7 +66,6 @@ from lucid_sessions.recording.codec import (
     RecordInfo,
     scan_records,
 )
-from lucid_sessions.storage.datadir import DataDir
 from lucid_sessions.storage.metadata import ChunkRecord, SessionRecord
 
 __all__ = ["ChunkNotVerifiedError", "router"]
@@ -159,35 +157,6 @@ class ChunkFramesOut(BaseModel):
 
 
 # the data key
-
-
-def _master_key(ctx: ApiContext) -> MasterKey:
-    """The master key of the data directory this API serves: the storage component's own
-    (in-process), else the one resolved for ``evidence_dir`` (environment, key file or
-    ``keys/master.key``)."""
-    datadir = getattr(ctx.storage, "datadir", None)
-    if isinstance(datadir, DataDir):
-        return datadir.master_key()
-    if ctx.settings.evidence_dir is not None:
-        return _opened(ctx.settings.evidence_dir).master_key()
-    raise NotFoundError("playback is not available: this API has no access to the data keys")
-
-
-_datadirs: dict[Path, DataDir] = {}
-
-
-def _opened(path: Path) -> DataDir:
-    found = _datadirs.get(path)
-    if found is None:
-        found = _datadirs[path] = DataDir.open(path)
-    return found
-
-
-async def _data_key(ctx: ApiContext, session: SessionRecord) -> DataKey:
-    if session.key_id is None:
-        raise NotFoundError(f"session {session.session_id} has no data key")
-    record = await ctx.storage.get_wrapped_key(session.key_id)
-    return unwrap_data_key(record.wrapped, _master_key(ctx))
 
 
 # verification
@@ -373,7 +342,7 @@ async def _check_chunk(
         leaf,
     )
     if ok and stored is not None:
-        key = await _data_key(ctx, session)
+        key = await data_key(ctx, session)
         plaintext, frames, problem = await _off_loop(_open, stored, session_id, sequence, key)
         if problem is not None:
             checked.verified, checked.reason = False, problem

@@ -25,9 +25,9 @@ from fastapi.responses import StreamingResponse
 
 from lucid_sessions.api.auth import authorize
 from lucid_sessions.api.bridge import _Aborted, _call_on_loop, _QueueWriter, run_in_thread
+from lucid_sessions.api.keys import data_key
 from lucid_sessions.api.routes.evidence import ClosingStreamingResponse, From, To
 from lucid_sessions.api.routes.params import API_PREFIX, ERRORS, Ctx, SessionId
-from lucid_sessions.api.routes.playback import _data_key
 from lucid_sessions.archive.render import (
     MAX_SPEED,
     MIN_SPEED,
@@ -175,7 +175,7 @@ async def render_video(
     options = RenderOptions(from_s=from_s, to_s=to_s, speed=speed, fragmented=True)
     session = await ctx.storage.get_session(session_id)
     plan = plan_render(session_id, await ctx.storage.list_chunks(session_id), options)
-    key = await _data_key(ctx, session)
+    key = await data_key(ctx, session)
     stored = set(await ctx.storage.chunk_sequences(session_id))
     missing = [c.sequence for c in plan.chunks if c.sequence not in stored]
     if missing:
