@@ -232,6 +232,19 @@ def test_render_refuses_bad_requests(cli: Cli, session: str, tmp_path: Path) -> 
 # -- archive/render.py -----------------------------------------------------------------------
 
 
+def test_a_chunk_altered_on_disk_is_never_rendered(
+    cli: Cli, session: str, data_dir: Path, tmp_path: Path
+) -> None:
+    chunk = sorted((data_dir / "chunks" / session).glob("*.chunk"))[0]
+    data = bytearray(chunk.read_bytes())
+    data[-1] ^= 0x01
+    chunk.write_bytes(bytes(data))
+    out = tmp_path / "altered.mp4"
+    _, _, err = cli("render", session, "-o", str(out), expect=1)
+    assert "chunk 0 of session" in err and "altered or replaced" in err
+    assert not out.exists()
+
+
 def test_plan_checks_options() -> None:
     with pytest.raises(NotFoundError):
         plan_render("s", [], RenderOptions())
@@ -361,7 +374,16 @@ def test_api_client_gone_stops_the_encoder(api: ApiCluster) -> None:
         record = await ctx.storage.get_session(session)
         key = await data_key(ctx, record)
         plan = plan_render(session, await ctx.storage.list_chunks(session), options)
-        stream = RenderStream(ctx.storage, session, key, plan, options, buffer=1, piece=1024)
+        stream = RenderStream(
+            ctx.storage,
+            session,
+            key,
+            plan,
+            options,
+            buffer=1,
+            piece=1024,
+            hash_algorithm=record.hash_algorithm,
+        )
         pieces = stream.__aiter__()
         first = await pieces.__anext__()
         stream.close()  # what the response does when the client goes away

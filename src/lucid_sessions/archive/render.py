@@ -44,12 +44,15 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from lucid_sessions.chunkfile import open_chunk
 from lucid_sessions.errors import (
     ChunkNotFoundError,
+    FormatError,
     InvalidConfigError,
     LucidError,
     NotFoundError,
 )
+from lucid_sessions.merkle import get_hasher
 from lucid_sessions.recording.codec import DELTA, KEYFRAME, ChunkDecoder, Pixels, RecordInfo
 from lucid_sessions.storage.datadir import DataDir
 from lucid_sessions.storage.metadata import ChunkRecord
@@ -176,6 +179,22 @@ def _last_interval(chunks: Sequence[ChunkRecord]) -> int:
         if record.frame_count > 1 and record.end_us > record.start_us:
             return max(1, (record.end_us - record.start_us) // (record.frame_count - 1))
     return _DEFAULT_INTERVAL_US
+
+
+def open_checked(
+    stored: bytes, record: ChunkRecord, *, session_id: str, key: bytes, hash_algorithm: str
+) -> bytes:
+    """A stored chunk's plaintext, after checking it is the chunk that was recorded: its
+    leaf hash must equal the record's (the hash the signed manifest lists), so a video is
+    never made from a chunk that was altered or swapped, even one sealed with the right
+    key."""
+    if get_hasher(hash_algorithm).leaf_hash(stored).hex() != record.leaf_hash:
+        raise FormatError(
+            f"chunk {record.sequence} of session {session_id} does not match its recorded "
+            "hash: it was altered or replaced (verify names the damage); nothing is rendered "
+            "from it"
+        )
+    return open_chunk(stored, session_id=session_id, sequence=record.sequence, key=key)
 
 
 def plan_render(
@@ -608,7 +627,6 @@ async def render_session(
     import asyncio
 
     from lucid_sessions.archive.keys import load_data_key
-    from lucid_sessions.chunkfile import open_chunk
 
     session = await datadir.store.get_session(session_id)
     chunks = await datadir.store.list_chunks(session_id)
@@ -628,7 +646,13 @@ async def render_session(
 
     def fetch(record: ChunkRecord) -> bytes:
         data = datadir.chunks.get(session_id, record.sequence)
-        return open_chunk(data, session_id=session_id, sequence=record.sequence, key=key.key)
+        return open_checked(
+            data,
+            record,
+            session_id=session_id,
+            key=key.key,
+            hash_algorithm=session.hash_algorithm,
+        )
 
     stop = cancelled or threading.Event()
     try:

@@ -34,10 +34,10 @@ from lucid_sessions.archive.render import (
     RenderCancelled,
     RenderOptions,
     RenderPlan,
+    open_checked,
     plan_render,
     render_mp4,
 )
-from lucid_sessions.chunkfile import open_chunk
 from lucid_sessions.cluster.interfaces import Storage
 from lucid_sessions.crypto import DataKey
 from lucid_sessions.errors import ChunkNotFoundError, InvalidConfigError
@@ -75,7 +75,9 @@ class RenderStream:
         *,
         buffer: int,
         piece: int,
+        hash_algorithm: str,
     ) -> None:
+        self._hash_algorithm = hash_algorithm
         self._storage = storage
         self._session_id = session_id
         self._key = key
@@ -97,7 +99,13 @@ class RenderStream:
             stored = _call_on_loop(
                 loop, lambda: self._storage.read_chunk(session_id, record.sequence), self._aborted
             )
-            return open_chunk(stored, session_id=session_id, sequence=record.sequence, key=key)
+            return open_checked(
+                stored,
+                record,
+                session_id=session_id,
+                key=key,
+                hash_algorithm=self._hash_algorithm,
+            )
 
         try:
             render_mp4(self._plan, fetch, cast(Any, writer), self._options, cancelled=self._aborted)
@@ -199,6 +207,7 @@ async def render_video(
         options,
         buffer=ctx.settings.export_buffer,
         piece=ctx.settings.stream_piece,
+        hash_algorithm=session.hash_algorithm,
     )
     ranged = from_s is not None or to_s is not None
     name = f"{session_id}-excerpt.mp4" if ranged else f"{session_id}.mp4"
