@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -269,8 +270,49 @@ def section_render(args: argparse.Namespace, corpus: Corpus, report: Report) -> 
     return figures
 
 
+def section_seek(args: argparse.Namespace, corpus: Corpus, report: Report) -> dict[str, Any]:
+    """Seek to frame on screen in the real player (bench/seek.py, run as its own process
+    on its own session: by default one hour of 1920x1080)."""
+    command = [
+        sys.executable,
+        str(Path(__file__).with_name("seek.py")),
+        "--json",
+        "--minutes",
+        str(args.seek_minutes),
+        "--fps",
+        str(args.seek_fps),
+        "--seeks",
+        str(args.seeks),
+    ]
+    if args.no_browser:
+        command.append("--no-browser")
+    report.progress(f"seek: {args.seek_minutes:g} min session, {args.seeks} seeks (bench/seek.py)")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=3600, check=False)
+    if done.returncode != 0:
+        report.line(f"seek: bench/seek.py failed: {done.stderr.strip()[-500:]}")
+        return {"error": done.stderr.strip()[-2000:]}
+    figures: dict[str, Any] = json.loads(done.stdout)
+    http = figures["http"]["seek"]
+    report.line(
+        f"seek (HTTP: checked chunk metadata + one PNG frame), {figures['session']['minutes']} "
+        f"min session: p50 {http['p50_ms']} ms, p99 {http['p99_ms']} ms"
+    )
+    browser = figures.get("browser")
+    if browser:
+        shown = browser["seek_to_screen"]
+        p99 = shown.get("p99_ms")
+        report.line(
+            f"seek to frame on screen (Chromium): p50 {shown.get('p50_ms')} ms, p99 {p99} ms"
+        )
+        if isinstance(p99, int | float):
+            verdict = "met" if p99 < figures["target_p99_ms"] else "MISSED"
+            report.line(f"target: seek p99 < {figures['target_p99_ms']} ms: {p99} ms, {verdict}")
+    return figures
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace, Corpus, Report], dict[str, Any]]] = {
     "render": section_render,
+    "seek": section_seek,
 }
 
 
@@ -293,6 +335,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--sections",
         default=",".join(SECTIONS),
         help=f"comma-separated sections to run ({','.join(SECTIONS)})",
+    )
+    parser.add_argument(
+        "--seek-minutes", type=float, default=60.0, help="seek section: session length (60)"
+    )
+    parser.add_argument("--seek-fps", type=float, default=1.0, help="seek section: fps (1)")
+    parser.add_argument("--seeks", type=int, default=200, help="seek section: seeks (200)")
+    parser.add_argument(
+        "--no-browser", action="store_true", help="seek section: HTTP only, no Chromium"
     )
     parser.add_argument("--tmp-dir", type=Path, default=None, help="where the session goes")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead")
