@@ -27,7 +27,7 @@ from lucid_sessions.errors import ChunkNotFoundError, NotFoundError
 from lucid_sessions.storage.datadir import DataDir
 from lucid_sessions.storage.metadata import ManifestRecord, SessionRecord
 
-__all__ = ["ExportStream", "StorageEvidence", "run_in_thread"]
+__all__ = ["ExportStream", "StorageEvidence", "ThreadedStream", "call_on_loop", "run_in_thread"]
 
 T = TypeVar("T")
 log = logging.getLogger("lucid_sessions.api")
@@ -64,7 +64,7 @@ async def run_in_thread(fn: Callable[[], T]) -> T:
     return await future
 
 
-def _call_on_loop(
+def call_on_loop(
     loop: asyncio.AbstractEventLoop,
     make: Callable[[], Coroutine[Any, Any, T]],
     aborted: threading.Event | None = None,
@@ -101,11 +101,11 @@ class StorageEvidence:
         self.proofs: dict[int, list[bytes]] = {}
 
     def sequences(self) -> list[int]:
-        return _call_on_loop(self._loop, lambda: self._storage.chunk_sequences(self.session_id))
+        return call_on_loop(self._loop, lambda: self._storage.chunk_sequences(self.session_id))
 
     def chunk(self, sequence: int) -> bytes | None:
         try:
-            return _call_on_loop(
+            return call_on_loop(
                 self._loop, lambda: self._storage.read_chunk(self.session_id, sequence)
             )
         except ChunkNotFoundError:
@@ -136,7 +136,7 @@ class _BridgedChunks:
         self._aborted = aborted
 
     def get(self, session_id: str, sequence: int) -> bytes:
-        return _call_on_loop(
+        return call_on_loop(
             self._loop, lambda: self._storage.read_chunk(session_id, sequence), self._aborted
         )
 
@@ -187,16 +187,94 @@ class _QueueWriter:
             self._buffer.clear()
 
     def _send(self, piece: bytes) -> None:
-        _call_on_loop(self._loop, lambda: self._queue.put(piece), self._aborted)
+        call_on_loop(self._loop, lambda: self._queue.put(piece), self._aborted)
 
 
-class ExportStream:
+class ThreadedStream:
+    """Bytes a producer writes on a worker thread, as an async iterable of pieces.
+
+    The queue between them is bounded, so a slow client slows the producer down instead
+    of filling memory. Iterate once; call :meth:`close` when the response ends however it
+    ends (the client may have left): the producer then stops at its next write.
+    Subclasses implement :meth:`produce`.
+    """
+
+    what = "stream"
+    """Names the stream in log lines (``export``, ``render``)."""
+    expected: tuple[type[BaseException], ...] = (_Aborted,)
+    """Errors that only mean the stream was stopped: not logged."""
+
+    def __init__(self, session_id: str, *, buffer: int, piece: int) -> None:
+        self.session_id = session_id
+        self._piece = piece
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=max(1, buffer))
+        self._aborted = threading.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def produce(self, out: _QueueWriter, loop: asyncio.AbstractEventLoop) -> None:
+        """Write everything into ``out`` (runs on the worker thread)."""
+        raise NotImplementedError
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._pieces()
+
+    def _produce(self, loop: asyncio.AbstractEventLoop) -> None:
+        writer = _QueueWriter(self._queue, loop, self._aborted, self._piece)
+        try:
+            self.produce(writer, loop)
+            writer.close_stream()
+        finally:
+            with contextlib.suppress(_Aborted, RuntimeError):
+                call_on_loop(loop, lambda: self._queue.put(None), self._aborted)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await run_in_thread(lambda: self._produce(loop))
+        except asyncio.CancelledError:
+            self._aborted.set()
+            raise
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
+        if self._task is not None:
+            raise RuntimeError(f"an {self.what} stream can be iterated once")
+        self._task = asyncio.create_task(self._run())
+        self._task.add_done_callback(self._log_failure)
+        while True:
+            piece = await self._queue.get()
+            if piece is None:
+                break
+            yield piece
+        await self._task
+
+    @property
+    def stopped(self) -> bool:
+        """True once the producer was told to stop."""
+        return self._aborted.is_set()
+
+    def close(self) -> None:
+        """Stop the producer if it is still running (idempotent)."""
+        if self._task is None or self._task.done():
+            return
+        self._aborted.set()
+        while not self._queue.empty():  # free a writer waiting for room
+            self._queue.get_nowait()
+
+    def _log_failure(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, self.expected):
+            log.warning("api %s failed session_id=%s error=%s", self.what, self.session_id, error)
+
+
+class ExportStream(ThreadedStream):
     """A session's evidence bundle as ``export_bundle`` writes it, as an async iterable.
 
     The manifest is read before, so a session without one fails before the first byte.
-    Iterate it once; call :meth:`close` when the response ends however it ends (the
-    client may have left): the writer thread then stops at its next write.
     """
+
+    what = "export"
 
     def __init__(
         self,
@@ -209,75 +287,22 @@ class ExportStream:
         session: SessionRecord | None = None,
         evidence_dir: Path | None = None,
     ) -> None:
+        super().__init__(record.session_id, buffer=buffer, piece=piece)
         self._storage = storage
         self._record = record
         self._session = session
         self._evidence_dir = evidence_dir
         self._excerpt = excerpt
-        self._piece = piece
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=max(1, buffer))
-        self._aborted = threading.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._pieces()
-
-    def _produce(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The writer thread: the whole bundle into the queue, then the end marker."""
-        writer = _QueueWriter(self._queue, loop, self._aborted, self._piece)
+    def produce(self, out: _QueueWriter, loop: asyncio.AbstractEventLoop) -> None:
         chunks = _BridgedChunks(self._storage, loop, self._aborted)
         source = _StorageAsDataDir(
             _ManifestOnly(self._record, self._session), chunks, self._evidence_dir
         )
-        session_id = self._record.session_id
 
         async def write() -> None:
             await export_bundle(
-                cast(DataDir, source), session_id, cast(Any, writer), excerpt=self._excerpt
+                cast(DataDir, source), self.session_id, cast(Any, out), excerpt=self._excerpt
             )
 
-        try:
-            asyncio.run(write())
-            writer.close_stream()
-        finally:
-            with contextlib.suppress(_Aborted, RuntimeError):
-                _call_on_loop(loop, lambda: self._queue.put(None), self._aborted)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await run_in_thread(lambda: self._produce(loop))
-        except asyncio.CancelledError:
-            self._aborted.set()
-            raise
-
-    async def _pieces(self) -> AsyncIterator[bytes]:
-        if self._task is not None:
-            raise RuntimeError("an export stream can be iterated once")
-        self._task = asyncio.create_task(self._run())
-        self._task.add_done_callback(_log_failure(self._record.session_id))
-        while True:
-            piece = await self._queue.get()
-            if piece is None:
-                break
-            yield piece
-        await self._task
-
-    def close(self) -> None:
-        """Stop the writer if it is still running (idempotent)."""
-        if self._task is None or self._task.done():
-            return
-        self._aborted.set()
-        while not self._queue.empty():  # free a writer waiting for room
-            self._queue.get_nowait()
-
-
-def _log_failure(session_id: str) -> Callable[[asyncio.Task[None]], None]:
-    def done(task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is not None and not isinstance(error, _Aborted):
-            log.warning("api export failed session_id=%s error=%s", session_id, error)
-
-    return done
+        asyncio.run(write())

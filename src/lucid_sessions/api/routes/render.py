@@ -14,17 +14,14 @@ render is a download of the recording: permission ``chunks:download``, rate clas
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
-from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 
 from lucid_sessions.api.auth import authorize
-from lucid_sessions.api.bridge import _Aborted, _call_on_loop, _QueueWriter, run_in_thread
+from lucid_sessions.api.bridge import ThreadedStream, call_on_loop
 from lucid_sessions.api.keys import data_key
 from lucid_sessions.api.routes.evidence import ClosingStreamingResponse, From, To
 from lucid_sessions.api.routes.params import API_PREFIX, ERRORS, Ctx, SessionId
@@ -61,9 +58,12 @@ Speed = Annotated[
 ]
 
 
-class RenderStream:
-    """A render as an async iterable of MP4 pieces. Iterate it once; call :meth:`close`
-    when the response ends however it ends (the encoder then stops at its next frame)."""
+class RenderStream(ThreadedStream):
+    """A render as an async iterable of fragmented-MP4 pieces (see :class:`ThreadedStream`;
+    closing it stops the encoder at its next frame)."""
+
+    what = "render"
+    expected = (*ThreadedStream.expected, RenderCancelled)
 
     def __init__(
         self,
@@ -77,26 +77,18 @@ class RenderStream:
         piece: int,
         hash_algorithm: str,
     ) -> None:
-        self._hash_algorithm = hash_algorithm
+        super().__init__(session_id, buffer=buffer, piece=piece)
         self._storage = storage
-        self._session_id = session_id
         self._key = key
         self._plan = plan
         self._options = options
-        self._piece = piece
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=max(1, buffer))
-        self._aborted = threading.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._hash_algorithm = hash_algorithm
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._pieces()
-
-    def _produce(self, loop: asyncio.AbstractEventLoop) -> None:
-        writer = _QueueWriter(self._queue, loop, self._aborted, self._piece)
-        session_id, key = self._session_id, self._key.key
+    def produce(self, out: Any, loop: asyncio.AbstractEventLoop) -> None:
+        session_id, key = self.session_id, self._key.key
 
         def fetch(record: ChunkRecord) -> bytes:
-            stored = _call_on_loop(
+            stored = call_on_loop(
                 loop, lambda: self._storage.read_chunk(session_id, record.sequence), self._aborted
             )
             return open_checked(
@@ -107,56 +99,7 @@ class RenderStream:
                 hash_algorithm=self._hash_algorithm,
             )
 
-        try:
-            render_mp4(self._plan, fetch, cast(Any, writer), self._options, cancelled=self._aborted)
-            writer.close_stream()
-        finally:
-            with contextlib.suppress(_Aborted, RuntimeError):
-                _call_on_loop(loop, lambda: self._queue.put(None), self._aborted)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            await run_in_thread(lambda: self._produce(loop))
-        except asyncio.CancelledError:
-            self._aborted.set()
-            raise
-
-    async def _pieces(self) -> AsyncIterator[bytes]:
-        if self._task is not None:
-            raise RuntimeError("a render stream can be iterated once")
-        self._task = asyncio.create_task(self._run())
-        self._task.add_done_callback(_log_failure(self._session_id))
-        while True:
-            piece = await self._queue.get()
-            if piece is None:
-                break
-            yield piece
-        await self._task
-
-    @property
-    def stopped(self) -> bool:
-        """True once the encoder was told to stop."""
-        return self._aborted.is_set()
-
-    def close(self) -> None:
-        """Stop the encoder if it is still running (idempotent)."""
-        if self._task is None or self._task.done():
-            return
-        self._aborted.set()
-        while not self._queue.empty():  # free a writer waiting for room
-            self._queue.get_nowait()
-
-
-def _log_failure(session_id: str) -> Callable[[asyncio.Task[None]], None]:
-    def done(task: asyncio.Task[None]) -> None:
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is not None and not isinstance(error, _Aborted | RenderCancelled):
-            log.warning("api render failed session_id=%s error=%s", session_id, error)
-
-    return done
+        render_mp4(self._plan, fetch, out, self._options, cancelled=self._aborted)
 
 
 @router.get(
