@@ -14,6 +14,8 @@
 #   nodejs npm           only when npm is missing: solc and hardhat (the anchoring contract
 #                        is recompiled and the evm backend runs against a hardhat node)
 #   python3-tk           only when PYTHON (default: python3) is Debian's own Python
+#   prometheus           only when promtool is missing: `promtool check rules` on the
+#                        shipped alert rules (tests/test_alert_rules.py)
 #
 # As root: runs `apt-get update` once and installs what is missing.  Otherwise: prints
 # what is missing and exits 0, so the tests skip with that reason.  Exit 1 only if an
@@ -32,6 +34,7 @@ for pkg in $PACKAGES; do
     installed "$pkg" || missing="$missing $pkg"
 done
 command -v npm >/dev/null 2>&1 || missing="$missing nodejs npm"
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 if ! "$PYTHON" -c "import tkinter" 2>/dev/null; then
     case "$(command -v "$PYTHON" 2>/dev/null)" in
         /usr/bin/*) missing="$missing python3-tk" ;;

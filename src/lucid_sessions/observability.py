@@ -23,25 +23,58 @@ Who records what:
 ``lucid_api_requests_total{method,route,status}`` and ``lucid_api_request_seconds``
     The API middleware (:mod:`lucid_sessions.api.middleware`) through
     :meth:`Metrics.api_request`; ``route`` is the route template, never the raw path.
+
+For the alert rules (``alerts/lucid-sessions.rules.yml``), refreshed by the API on scrape
+unless said otherwise:
+
+``lucid_service_up{service}``
+    1 when the service's health check says ``running``, else 0.
+``lucid_storage_reserve_bytes``
+    Free space the chunk store must keep: ``LUCID_STORAGE_RESERVE_BYTES``, else
+    :data:`DEFAULT_STORAGE_RESERVE_BYTES` (set once).
+``lucid_audit_chain_ok`` and ``lucid_audit_chain_entries``
+    1 while every audit entry checked so far hashes to its stored hash and links to the
+    one before it (checked incrementally; the full check is ``audit verify``).
+``lucid_auth_refusals_total{kind,reason}``
+    Requests the auth layer refused (``kind`` ``token`` or ``permission``), counted by
+    :func:`lucid_sessions.api.auth.authorize` as it refuses.
+``lucid_anchor_jobs_total{outcome}`` and ``lucid_anchor_jobs_running``
+    Anchoring attempts ``confirmed``, ``failed`` (given up) or ``retried``, mirrored from
+    the pipeline's anchor job counters; jobs in progress.
+``lucid_pipeline_queue_depth`` and ``lucid_pipeline_queue_capacity``
+    Chunks waiting in the pipeline's bounded queue, and its size.
+``lucid_config_loaded_timestamp_seconds``
+    When this process loaded its configuration (it is read once, at start).
+``lucid_master_key_rotated_timestamp_seconds``
+    Modification time of the data directory's ``keys/master.key`` (written only when the
+    key is created or rotated); 0 when the key is configured elsewhere.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
+import time
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = [
+    "ANCHOR_OUTCOMES",
     "CHUNK_OUTCOMES",
     "CONTENT_TYPE",
+    "DEFAULT_STORAGE_RESERVE_BYTES",
     "SESSION_STATUSES",
     "Metrics",
 ]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 CHUNK_OUTCOMES = ("processed", "failed", "retried", "duplicate")
+ANCHOR_OUTCOMES = ("confirmed", "failed", "retried")
+DEFAULT_STORAGE_RESERVE_BYTES = 5 * 1024**3
+"""Free space the chunk store keeps by default (``LUCID_STORAGE_RESERVE_BYTES`` overrides)."""
 SESSION_STATUSES = (
     "created",
     "starting",
@@ -117,8 +150,69 @@ class Metrics:
             buckets=_API_BUCKETS,
             registry=r,
         )
+        self.service_up = Gauge(
+            "lucid_service_up",
+            "1 when the service's health check says running, else 0.",
+            ["service"],
+            registry=r,
+        )
+        self.storage_reserve = Gauge(
+            "lucid_storage_reserve_bytes",
+            "Free bytes the chunk store's disk must keep (LUCID_STORAGE_RESERVE_BYTES).",
+            registry=r,
+        )
+        self.audit_chain_ok = Gauge(
+            "lucid_audit_chain_ok",
+            "1 while every audit entry checked hashes and links to the one before it.",
+            registry=r,
+        )
+        self.audit_chain_entries = Gauge(
+            "lucid_audit_chain_entries", "Audit entries checked so far.", registry=r
+        )
+        self.auth_refusals = Counter(
+            "lucid_auth_refusals",
+            "Requests refused by the auth layer, by kind (token, permission) and reason.",
+            ["kind", "reason"],
+            registry=r,
+        )
+        self.anchor_jobs = Counter(
+            "lucid_anchor_jobs",
+            "Anchoring attempts by outcome: confirmed, failed (given up), retried.",
+            ["outcome"],
+            registry=r,
+        )
+        self.anchor_running = Gauge(
+            "lucid_anchor_jobs_running", "Anchoring jobs in progress.", registry=r
+        )
+        self.queue_depth = Gauge(
+            "lucid_pipeline_queue_depth", "Chunks waiting in the pipeline's queue.", registry=r
+        )
+        self.queue_capacity = Gauge(
+            "lucid_pipeline_queue_capacity", "Size of the pipeline's queue.", registry=r
+        )
+        self.config_loaded = Gauge(
+            "lucid_config_loaded_timestamp_seconds",
+            "When this process loaded its configuration (Unix time).",
+            registry=r,
+        )
+        self.master_key_rotated = Gauge(
+            "lucid_master_key_rotated_timestamp_seconds",
+            "When the data directory's master key was created or last rotated (Unix time).",
+            registry=r,
+        )
+        self._lock = threading.Lock()
+        self._anchor_seen: dict[str, int] = {}
+        self.audit_cursor: tuple[int, str] | None = None
+        """(seq, hash) of the last audit entry checked; owned by the API's refresh."""
+        self.audit_ok = True
+        self.audit_entries = 0
         for outcome in CHUNK_OUTCOMES:
             self.chunks_processed.labels(outcome=outcome)
+        for outcome in ANCHOR_OUTCOMES:
+            self.anchor_jobs.labels(outcome=outcome)
+        self.storage_reserve.set(_reserve_bytes())
+        self.audit_chain_ok.set(1)
+        self.config_loaded.set(time.time())
         for status in SESSION_STATUSES:
             self.sessions.labels(status=status).set(0)
 
@@ -177,6 +271,59 @@ class Metrics:
         self.api_requests.labels(method=method, route=route, status=str(status)).inc()
         self.api_seconds.labels(method=method, route=route).observe(duration_s)
 
+    def auth_refused(self, kind: str, reason: str) -> None:
+        """Count one refused request (``reason`` must be a short fixed word)."""
+        self.auth_refusals.labels(kind=kind, reason=reason[:32]).inc()
+
+    # for the alert rules (set on scrape)
+
+    def observe_services(self, up: Mapping[str, bool]) -> None:
+        for service, ok in up.items():
+            self.service_up.labels(service=service).set(1 if ok else 0)
+
+    def observe_pipeline(self, status: Mapping[str, object]) -> None:
+        """Queue figures and anchoring counters from ``Pipeline.pipeline_status``; the
+        anchoring counts are cumulative there and mirrored here (a smaller count means the
+        pipeline restarted and counts from zero again)."""
+        depth, capacity = status.get("queue_depth"), status.get("queue_capacity")
+        if isinstance(depth, int | float):
+            self.queue_depth.set(depth)
+        if isinstance(capacity, int | float):
+            self.queue_capacity.set(capacity)
+        anchoring = status.get("anchoring")
+        if not isinstance(anchoring, Mapping):
+            return
+        running = anchoring.get("running")
+        if isinstance(running, int | float):
+            self.anchor_running.set(running)
+        with self._lock:
+            for outcome in ANCHOR_OUTCOMES:
+                count = anchoring.get(outcome)
+                if not isinstance(count, int):
+                    continue
+                seen = self._anchor_seen.get(outcome, 0)
+                new = count - seen if count >= seen else count
+                if new > 0:
+                    self.anchor_jobs.labels(outcome=outcome).inc(new)
+                self._anchor_seen[outcome] = count
+
+    def observe_audit_chain(self, *, ok: bool, entries: int) -> None:
+        self.audit_ok, self.audit_entries = ok, entries
+        self.audit_chain_ok.set(1 if ok else 0)
+        self.audit_chain_entries.set(entries)
+
+    def observe_master_key(self, rotated_at: float) -> None:
+        self.master_key_rotated.set(rotated_at)
+
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""
         return generate_latest(self.registry)
+
+
+def _reserve_bytes() -> int:
+    text = os.environ.get("LUCID_STORAGE_RESERVE_BYTES", "").strip()
+    try:
+        value = int(text)
+    except ValueError:
+        return DEFAULT_STORAGE_RESERVE_BYTES
+    return max(0, value)

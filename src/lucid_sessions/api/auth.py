@@ -240,8 +240,16 @@ class _Authorize:
     ) -> Principal:
         # ``_credentials`` only declares the bearer scheme in the OpenAPI document; the
         # authorizer reads the header itself, so that it can name what is wrong with it.
-        authorizer: Authorizer = request.app.state.lucid.authorizer
-        principal = await authorizer(request, self.permission)
+        context = request.app.state.lucid
+        authorizer: Authorizer = context.authorizer
+        try:
+            principal = await authorizer(request, self.permission)
+        except UnauthenticatedError as exc:
+            context.metrics.auth_refused("token", str(exc.details.get("reason", "other")))
+            raise
+        except ForbiddenError:
+            context.metrics.auth_refused("permission", "role")
+            raise
         request.state.principal = principal
         return principal
 

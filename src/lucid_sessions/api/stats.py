@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from lucid_sessions.cluster.interfaces import Recorder, Storage
+from lucid_sessions.audit import GENESIS
+from lucid_sessions.cluster.interfaces import Pipeline, Recorder, Storage
 from lucid_sessions.errors import LucidError
 from lucid_sessions.observability import SESSION_STATUSES, Metrics
 
 __all__ = [
     "SessionStatistics",
     "SystemStatistics",
+    "check_audit_chain",
+    "master_key_rotated_at",
     "refresh_metrics",
     "session_statistics",
     "system_statistics",
@@ -151,14 +155,66 @@ async def system_statistics(storage: Storage) -> SystemStatistics:
     )
 
 
-async def refresh_metrics(metrics: Metrics, storage: Storage, recorder: Recorder | None) -> None:
-    """Set the snapshot gauges from the store, the disk and the recorder."""
+async def check_audit_chain(metrics: Metrics, storage: Storage, *, max_pages: int = 20) -> None:
+    """Check the audit entries appended since the last call: each must hash to its stored
+    hash and link to the one before it, and the last entry checked must still be there
+    unchanged. O(new entries), at most ``max_pages`` pages per call; a break stays
+    reported until the process restarts (``audit verify`` names it)."""
+    cursor = metrics.audit_cursor
+    ok = metrics.audit_ok
+    seq, prev = cursor if cursor is not None else (0, GENESIS)
+    entries = metrics.audit_entries
+    if ok and cursor is not None:
+        page = await storage.list_audit(after_seq=seq - 1, limit=1)
+        ok = bool(page.items) and page.items[0].seq == seq and page.items[0].hash == prev
+    for _ in range(max_pages):
+        if not ok:
+            break
+        page = await storage.list_audit(after_seq=seq, limit=_PAGE)
+        for entry in page.items:
+            if entry.prev != prev or entry.computed_hash() != entry.hash:
+                ok = False
+                break
+            seq, prev = entry.seq, entry.hash
+            entries += 1
+        if page.next_after is None:
+            break
+    if ok:
+        metrics.audit_cursor = (seq, prev) if entries else None
+    metrics.observe_audit_chain(ok=ok, entries=entries)
+
+
+def master_key_rotated_at(data_dir: Path | None) -> float:
+    """Modification time of ``keys/master.key`` (written when created or rotated), else 0."""
+    if data_dir is None:
+        return 0.0
+    try:
+        return (data_dir / "keys" / "master.key").stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+async def refresh_metrics(
+    metrics: Metrics,
+    storage: Storage,
+    recorder: Recorder | None,
+    *,
+    pipeline: Pipeline | None = None,
+    data_dir: Path | None = None,
+) -> None:
+    """Set the snapshot gauges from the store, the disk, the audit log, the pipeline, the
+    master key file and the recorder."""
     by_status, chunks, raw, stored, live = await _store_totals(storage)
     metrics.observe_store(
         sessions_by_status=by_status, chunks=chunks, raw_bytes=raw, stored_bytes=stored
     )
     health = await storage.health()
     metrics.observe_disk(free_bytes=health.free_bytes, total_bytes=health.total_bytes)
+    metrics.observe_master_key(master_key_rotated_at(data_dir))
+    await check_audit_chain(metrics, storage)
+    if pipeline is not None:
+        with contextlib.suppress(LucidError, asyncio.TimeoutError):
+            metrics.observe_pipeline(await asyncio.wait_for(pipeline.pipeline_status(), 2.0))
     if recorder is None:
         return
     seen: set[str] = set()

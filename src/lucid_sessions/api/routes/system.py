@@ -117,8 +117,20 @@ async def health(ctx: Ctx) -> JSONResponse:
     responses={200: {"content": {"text/plain": {}}}, **ERRORS},
 )
 async def metrics(ctx: Ctx) -> Response:
+    timeout = ctx.settings.health_timeout_s
+    names = sorted(ctx.health_checks)
+    results = await asyncio.gather(*(_check(ctx.health_checks[n], timeout) for n in names))
+    ctx.metrics.observe_services(
+        {name: r.state == "running" for name, r in zip(names, results, strict=True)}
+    )
     try:
-        await refresh_metrics(ctx.metrics, ctx.storage, ctx.recorder)
+        await refresh_metrics(
+            ctx.metrics,
+            ctx.storage,
+            ctx.recorder,
+            pipeline=ctx.pipeline,
+            data_dir=ctx.settings.evidence_dir,
+        )
     except LucidError as exc:
         log.warning("api metrics refresh failed error=%s", exc.message)
     return Response(ctx.metrics.exposition(), media_type=CONTENT_TYPE)
