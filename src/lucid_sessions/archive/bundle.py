@@ -34,9 +34,9 @@ import io
 import json
 import re
 import tarfile
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -122,7 +122,7 @@ async def export_bundle(
     sequences = [c.sequence for c in chunks]
     tree = MerkleTree(get_hasher(manifest.hash_algorithm), leaf_hashes(manifest.chunks))
     proofs = {str(s): [h.hex() for h in tree.inclusion_proof(s)] for s in sequences}
-    now = time.time()
+    now = _member_time(manifest)
     try:
         state = (await datadir.store.get_session(session_id)).config.get("anchor")
     except NotFoundError:
@@ -159,6 +159,16 @@ async def export_bundle(
             if progress is not None:
                 progress(len(data))
     return sequences
+
+
+def _member_time(manifest: Manifest) -> float:
+    """Every member's mtime: the signed manifest's creation time, so that exporting the
+    same session twice (or from a restored backup) gives byte-identical bundles."""
+    try:
+        when = datetime.fromisoformat(manifest.created_at)
+    except ValueError:
+        return 0.0
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def _checkpoints_body(datadir: DataDir, manifest: Manifest) -> dict[str, Any] | None:
