@@ -201,7 +201,8 @@ def test_every_route_but_health_has_exactly_one_auth_dependency() -> None:
     table = route_permissions()
     playback = 3  # timeline, a chunk's frames, one frame image (routes/playback.py)
     render = 1  # GET .../render.mp4 (routes/render.py)
-    assert len(table) == 25 + playback + render
+    holds = 4  # list, read, set, lift legal holds (routes/holds.py)
+    assert len(table) == 25 + playback + render + holds
     for (method, path), permissions in table.items():
         if path == "/api/v1/health":
             assert permissions == []
@@ -213,6 +214,7 @@ def test_every_route_but_health_has_exactly_one_auth_dependency() -> None:
     assert table[("GET", "/api/v1/sessions/{session_id}/render.mp4")] == ["chunks:download"]
     assert table[("POST", "/api/v1/pipeline/pause")] == ["pipeline:control"]
     assert table[("GET", "/api/v1/audit")] == ["audit:read"]
+    assert table[("PUT", "/api/v1/sessions/{session_id}/hold")] == ["sessions:hold"]
     assert table[("GET", "/api/v1/sessions/{session_id}/timeline")] == ["chunks:read"]
 
 

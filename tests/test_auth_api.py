@@ -46,15 +46,17 @@ COLUMNS = (
     "pipeline:control",
     "statistics:read",
     "audit:read",
+    "sessions:hold",
 )
 # The matrix of the security issue: create read update delete start/stop/pause
-# read-chunks download-chunks control-pipeline statistics audit-log.
+# read-chunks download-chunks control-pipeline statistics audit-log, and legal hold
+# (the end-of-life issue: admin only).
 MATRIX = {
-    "admin": "y y y y y y y y y y",
-    "session_manager": "y y y y y y y y y n",
-    "session_operator": "n y n n y y n y y n",
-    "session_viewer": "n y n n n y n n y n",
-    "auditor": "n y n n n y n n y y",
+    "admin": "y y y y y y y y y y y",
+    "session_manager": "y y y y y y y y y n n",
+    "session_operator": "n y n n y y n y y n n",
+    "session_viewer": "n y n n n y n n y n n",
+    "auditor": "n y n n n y n n y y n",
 }
 EXPECTED = {
     role: {perm for perm, yes in zip(COLUMNS, row.split(), strict=True) if yes == "y"}

@@ -711,6 +711,7 @@ async def serve(
 
 import lucid_sessions.cli_audit  # noqa: E402  (registers the `audit` group on main)
 import lucid_sessions.cli_backup  # noqa: E402  (registers `backup` and `restore` on main)
+import lucid_sessions.cli_gc  # noqa: E402  (registers `gc` and the `hold` group on main)
 import lucid_sessions.cli_log  # noqa: E402  (registers the `log` group on main)
 import lucid_sessions.cli_render  # noqa: E402  (registers the `render` command on main)
 import lucid_sessions.cli_token  # noqa: E402, F401  (registers the `token` group on main)

@@ -5,12 +5,15 @@ tree head is signed with the cluster key (and, in the cluster, anchored under th
 ``log@<size>``). Files, in the data directory::
 
     log/leaves.jsonl   {"index", "kind", "session_id", "manifest_sha256", "time"}
+                       (a tombstone also has "root", "reason", "policy")
     log/heads.jsonl    {"size", "root", "time", "hash_algorithm", "signature"}
 
 The tree is RFC 9162 with SHA-256 (exactly a Certificate Transparency tree); a leaf is
 the canonical JSON of ``{kind, session_id, manifest_sha256, time}`` (its position is the
-tree's, ``index`` is only a reading aid). ``kind`` is ``session``; other kinds (tombstones)
-may follow. A head's signature is Ed25519 over :data:`HEAD_CONTEXT` followed by the
+tree's, ``index`` is only a reading aid). ``kind`` is ``session`` or ``tombstone``: a
+session lawfully deleted (retention, :mod:`lucid_sessions.archive.retention`), whose
+leaf body also holds the session's Merkle ``root``, the ``reason`` and the ``policy``
+that applied. A head's signature is Ed25519 over :data:`HEAD_CONTEXT` followed by the
 canonical JSON of ``{size, root, time, hash_algorithm}``. Appends are serialised across
 processes by a lock file and fsynced; appending a session again with the same manifest
 is a no-op, with another manifest an error.
@@ -28,9 +31,12 @@ the log with the store. What it reports (:class:`LogProblem` kinds):
 ``truncated``  a signed head covers more leaves than the log holds
 ``inconsistent`` two heads are not consistent (or the leaves do not give a head's root)
 ``withheld``   a finalised session in the store has no leaf
-``deleted``    a session in the log is gone from the store
-``altered``    a session's stored manifest is not the one its leaf names
+``deleted``    a session in the log is gone from the store without a tombstone
+``altered``    a session's stored manifest is not the one its leaf names (or a
+               tombstone names another manifest than the session's leaf)
 =============  ===================================================================
+
+A tombstone explains a session missing from the store: it is not ``deleted``.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "HEAD_CONTEXT",
     "LOG_DIR",
+    "TOMBSTONE",
     "LogHead",
     "LogLeaf",
     "LogProblem",
@@ -77,6 +84,8 @@ LOG_DIR = "log"
 HEAD_CONTEXT = b"lucid-sessions session log head v1\n"
 HASH_ALGORITHM = "sha256"
 _LEAF_BODY = ("kind", "session_id", "manifest_sha256", "time")
+_TOMBSTONE_BODY = ("root", "reason", "policy")
+TOMBSTONE = "tombstone"
 _HEAD_BODY = ("size", "root", "time", "hash_algorithm")
 
 
@@ -92,9 +101,16 @@ class LogLeaf:
     session_id: str
     manifest_sha256: str
     time: str
+    root: str | None = None
+    """Tombstones only: the deleted session's Merkle root ("" when it had none)."""
+    reason: str | None = None
+    """Tombstones only: why the session was deleted (``retention``)."""
+    policy: str | None = None
+    """Tombstones only: the policy that applied (``retention_days=30``)."""
 
     def body(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _LEAF_BODY}
+        names = _LEAF_BODY + (_TOMBSTONE_BODY if self.kind == TOMBSTONE else ())
+        return {name: getattr(self, name) for name in names}
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, **self.body()}
@@ -132,7 +148,10 @@ def _typed(value: Mapping[str, Any], names: Sequence[str], where: str) -> dict[s
 def parse_leaf(value: object, where: str) -> LogLeaf:
     if not isinstance(value, dict):
         raise FormatError(f"{where} is not an object")
-    return LogLeaf(**_typed(value, ("index", *_LEAF_BODY), where))
+    names: tuple[str, ...] = ("index", *_LEAF_BODY)
+    if value.get("kind") == TOMBSTONE:
+        names += _TOMBSTONE_BODY
+    return LogLeaf(**_typed(value, names, where))
 
 
 def parse_head(value: object, where: str) -> LogHead:
@@ -225,6 +244,43 @@ class SessionLog:
         except OSError as exc:
             raise StorageError(f"cannot append to the session log: {exc}") from exc
 
+    def append_tombstone(
+        self, session_id: str, manifest_digest: str, root: str, *, reason: str, policy: str
+    ) -> tuple[LogLeaf, LogHead]:
+        """Append a tombstone for a deleted session and sign the new head; returns both.
+        Idempotent: a session already tombstoned gets its first tombstone back."""
+        if self._key is None:
+            raise StorageError("the session log was opened without the cluster key")
+        try:
+            with self._locked():
+                leaves = self.leaves()
+                for leaf in leaves:
+                    if leaf.kind == TOMBSTONE and leaf.session_id == session_id:
+                        return leaf, self._head_covering(leaves, leaf.index + 1)
+                leaf = LogLeaf(
+                    len(leaves),
+                    TOMBSTONE,
+                    session_id,
+                    manifest_digest,
+                    utc_now(),
+                    root=root,
+                    reason=reason,
+                    policy=policy,
+                )
+                _append_line(self.leaves_path, leaf.to_dict())
+                leaves.append(leaf)
+                return leaf, self._sign(leaves)
+        except OSError as exc:
+            raise StorageError(f"cannot append to the session log: {exc}") from exc
+
+    def tombstones(self) -> dict[str, LogLeaf]:
+        """The tombstone of every deleted session, by session id."""
+        found: dict[str, LogLeaf] = {}
+        for leaf in self.leaves():
+            if leaf.kind == TOMBSTONE:
+                found.setdefault(leaf.session_id, leaf)
+        return found
+
     def _head_covering(self, leaves: list[LogLeaf], size: int) -> LogHead:
         heads = self.heads()
         if heads and heads[-1].size >= size:
@@ -285,6 +341,8 @@ class LogReport:
     unsigned_tail: int = 0
     """Leaves after the latest valid head (covered by no signature yet)."""
     sessions_checked: int = 0
+    tombstones: int = 0
+    """Sessions deleted by policy, each with its tombstone leaf."""
     checked_range: tuple[int, int] | None = None
 
     @property
@@ -464,9 +522,21 @@ def _compare_store(
     leaves: Sequence[LogLeaf], store: Sequence[StoredSession], report: LogReport
 ) -> None:
     in_log: dict[str, LogLeaf] = {}
+    tombstoned: dict[str, LogLeaf] = {}
     for leaf in leaves:
         if leaf.kind == "session":
             in_log.setdefault(leaf.session_id, leaf)
+        elif leaf.kind == TOMBSTONE:
+            tombstoned.setdefault(leaf.session_id, leaf)
+    report.tombstones = len(tombstoned)
+    for session_id, tomb in tombstoned.items():
+        logged = in_log.get(session_id)
+        if logged is not None and logged.manifest_sha256 != tomb.manifest_sha256:
+            report.add(
+                "altered",
+                f"session {session_id}: tombstone leaf {tomb.index} names another manifest "
+                f"than leaf {logged.index}",
+            )
     stored = {s.session_id: s for s in store}
     report.sessions_checked = len(stored)
     for session in store:
@@ -486,6 +556,8 @@ def _compare_store(
                 f"not the one leaf {logged.index} names",
             )
     for session_id, leaf in in_log.items():
+        if session_id not in stored and session_id in tombstoned:
+            continue  # deleted by policy, and the log says so
         if session_id not in stored:
             report.add(
                 "deleted",
@@ -512,6 +584,7 @@ def summary_lines(report: LogReport) -> list[str]:
         lines.append(f"heads of size {old} and {new}: {state}")
     lines.append(
         f"{report.heads} signed heads; {report.sessions_checked} sessions in the store compared"
+        + (f"; {report.tombstones} deleted by policy (tombstones)" if report.tombstones else "")
     )
     if report.unsigned_tail:
         lines.append(f"{report.unsigned_tail} leaves after the latest head (not signed yet)")

@@ -168,8 +168,14 @@ class Cluster:
             )
             datadir.attach_store(mongo)
             log.info("metadata in MongoDB", extra={"mongodb": mongo.where})
-        storage = StorageService(datadir, audit_signer=self.keys.signer)
+        storage = StorageService(
+            datadir,
+            audit_signer=self.keys.signer,
+            retention_days=self.config.retention_days,
+            gc_interval_s=self.config.gc_interval_s,
+        )
         await storage.health()
+        storage.start_gc()  # retention and orphans, every gc_interval_s (0: off)
         await self._serve_grpc("storage", storage)
         return Service("storage", storage, storage.shutdown)  # signs the last audit head
 

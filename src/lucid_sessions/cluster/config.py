@@ -13,6 +13,8 @@ Every setting, its variable and its TOML key (``[section] key``)::
     pipeline workers    LUCID_PIPELINE_WORKERS      [pipeline] workers = 2
     processor threads   LUCID_PROCESSOR_THREADS     [processor] threads = 2
     claim timeout       LUCID_CLAIM_TIMEOUT_S       [processor] claim_timeout_s = 15
+    retention (days)    LUCID_RETENTION_DAYS        [storage] retention_days = 0 (keep forever)
+    gc interval         LUCID_GC_INTERVAL_S         [storage] gc_interval_s = 3600 (0: off)
                         (with Redis: a chunk entry a processor left unacknowledged this
                         long is claimed by another; see cluster/coordination.py)
     checkpoint chunks   LUCID_CHECKPOINT_CHUNKS     [pipeline] checkpoint_chunks = 10
@@ -88,6 +90,10 @@ class ClusterConfig:
     """A live checkpoint after this many stored chunks (0: no chunk trigger)."""
     checkpoint_seconds: float = 60.0
     """A live checkpoint this many seconds after the last one (0: no time trigger)."""
+    retention_days: int = 0
+    """Default retention of a finished session without its own (0: keep forever)."""
+    gc_interval_s: int = 3600
+    """The storage component collects garbage this often (0: only on demand)."""
     security: SecurityConfig = field(default_factory=SecurityConfig)
     """Token verification, rate limits and Redis (see :mod:`lucid_sessions.security.settings`)."""
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -223,6 +229,14 @@ def load_config(
             0,
             1_000_000,
         ),
+        (
+            "retention_days",
+            "LUCID_RETENTION_DAYS",
+            section("storage").get("retention_days"),
+            0,
+            36500,
+        ),
+        ("gc_interval_s", "LUCID_GC_INTERVAL_S", section("storage").get("gc_interval_s"), 0, 10**7),
     ):
         value = setting(toml, var)
         if value is not None:

@@ -49,6 +49,7 @@ from lucid_sessions.anchoring.job import AnchorJobs
 from lucid_sessions.anchoring.trail import EvidenceTrail
 from lucid_sessions.archive.finalize import finalize_session
 from lucid_sessions.archive.quality import AdaptiveLevel
+from lucid_sessions.archive.retention import check_not_held
 from lucid_sessions.archive.writer import new_session_id
 from lucid_sessions.chunkfile import zstd_level
 from lucid_sessions.cluster.coordination import ChunkCoordinator, seal_staged
@@ -414,6 +415,7 @@ class PipelineManager:
             raise PipelineError(
                 f"session {session_id} is {session.status}: stop it before deleting it"
             )
+        check_not_held(session)  # legal hold: never deleted until lifted (storage checks too)
         await self.storage.delete_session(session_id)
 
     async def submit_chunk(self, session_id: str, raw: RawChunk) -> None:

@@ -6,6 +6,12 @@ component that both holds the log and can read the cluster key: after every
 most ``audit_sign_interval_s`` seconds after an entry that no head covers yet (a timer on
 the event loop, armed by that append), and at :meth:`StorageService.shutdown`. A failed
 signing is logged and retried at the next occasion; it never fails the append.
+
+It also collects garbage (:mod:`lucid_sessions.archive.retention`): expired sessions are
+tombstoned in the session log, their data keys destroyed and their chunks deleted, and
+orphaned files removed; on demand (:meth:`StorageService.collect_garbage`, ``lucid-sessions
+gc``) and every ``gc_interval_s`` seconds once :meth:`StorageService.start_gc` was called
+(the cluster does). A session under legal hold is never deleted, by gc or by hand.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lucid_sessions.archive import retention
 from lucid_sessions.audit import AuditEntry, AuditEvent, AuditHead, sign_head
 from lucid_sessions.cluster.interfaces import StorageHealth
 from lucid_sessions.crypto import ClusterKey
@@ -48,6 +55,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SIGN_EVERY = 100
 DEFAULT_SIGN_INTERVAL_S = 60.0
+DEFAULT_GC_INTERVAL_S = 3600
 _TAIL_PAGE = 500
 STAGING_DIR = "staging"
 """Raw chunks waiting for a processor (Redis coordination): ``staging/<session>/<seq>.raw``,
@@ -73,6 +81,8 @@ class StorageService:
         audit_signer: ClusterKey | None = None,
         audit_sign_every: int = DEFAULT_SIGN_EVERY,
         audit_sign_interval_s: float = DEFAULT_SIGN_INTERVAL_S,
+        retention_days: int = 0,
+        gc_interval_s: float = DEFAULT_GC_INTERVAL_S,
     ) -> None:
         self.datadir = datadir
         self.metadata: MetadataStore = metadata or datadir.store
@@ -86,6 +96,11 @@ class StorageService:
         self._timer_tasks: set[asyncio.Task[Any]] = set()
         self._chunk_locks: dict[tuple[str, int], tuple[asyncio.Lock, int]] = {}
         self.duplicates = 0
+        self.retention_days = retention_days
+        """Default retention of finished sessions without their own (0: keep forever)."""
+        self.gc_interval_s = gc_interval_s
+        self._gc_lock = asyncio.Lock()
+        self._gc_task: asyncio.Task[None] | None = None
         """Stores of a chunk that was already stored (kept as first written)."""
 
     # metadata, delegated
@@ -119,7 +134,8 @@ class StorageService:
         return await self.metadata.update_session(session_id, changes, if_status=if_status)
 
     async def delete_session(self, session_id: str) -> None:
-        await self.metadata.get_session(session_id)
+        """Delete a session by hand; refused (LegalHoldError, 409) while it is held."""
+        retention.check_not_held(await self.metadata.get_session(session_id))
         await asyncio.to_thread(self.datadir.chunks.delete_session, session_id)
         await asyncio.to_thread(self._drop_staging, session_id)
         await self.metadata.delete_session(session_id)
@@ -240,8 +256,13 @@ class StorageService:
             return head
 
     async def shutdown(self) -> None:
-        """Stop the signing timer and sign the head over the last entry. Leaves the
-        metadata store open (the data directory owns the SQLite one)."""
+        """Stop the gc schedule and the signing timer and sign the head over the last
+        entry. Leaves the metadata store open (the data directory owns the SQLite one)."""
+        if self._gc_task is not None:
+            self._gc_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._gc_task
+            self._gc_task = None
         self._disarm_timer()
         for task in list(self._timer_tasks):
             with contextlib.suppress(asyncio.CancelledError):
@@ -283,6 +304,46 @@ class StorageService:
         task = asyncio.get_running_loop().create_task(self._sign_quietly())
         self._timer_tasks.add(task)
         task.add_done_callback(self._timer_tasks.discard)
+
+    # retention and garbage collection
+
+    async def signer(self) -> ClusterKey:
+        """The cluster key (audit heads, session log heads), loaded when first needed."""
+        if self._signer is None:
+            self._signer = await asyncio.to_thread(self.datadir.cluster_key)
+        return self._signer
+
+    async def collect_garbage(
+        self,
+        *,
+        dry_run: bool = False,
+        now: retention.Clock | None = None,
+        orphan_grace_s: float = retention.DEFAULT_ORPHAN_GRACE_S,
+    ) -> retention.GcReport:
+        """One garbage collection (see :mod:`lucid_sessions.archive.retention`); runs are
+        serialised in this process."""
+        async with self._gc_lock:
+            return await retention.collect_garbage(
+                self,
+                default_days=self.retention_days,
+                dry_run=dry_run,
+                now=now,
+                orphan_grace_s=orphan_grace_s,
+            )
+
+    def start_gc(self) -> None:
+        """Collect garbage every ``gc_interval_s`` seconds (first after one interval) until
+        :meth:`shutdown`; nothing when the interval is 0."""
+        if self.gc_interval_s > 0 and self._gc_task is None:
+            self._gc_task = asyncio.get_running_loop().create_task(self._gc_loop())
+
+    async def _gc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.gc_interval_s)
+            try:
+                await self.collect_garbage()
+            except (LucidError, OSError) as exc:
+                log.error("scheduled garbage collection failed: %s", exc)
 
     # chunk bytes
 

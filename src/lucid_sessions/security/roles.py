@@ -1,18 +1,20 @@
 """Roles and the permissions each one holds: the permission matrix of the seed's security plan.
 
-================  ======  ====  ======  ======  ==========  ======  ========  ========  =====  =====
-role              create  read  update  delete  start/stop  read    download  control   stats  audit
-                                                /pause      chunks  chunks    pipeline         log
-================  ======  ====  ======  ======  ==========  ======  ========  ========  =====  =====
-admin             y       y     y       y       y           y       y         y         y      y
-session_manager   y       y     y       y       y           y       y         y         y      n
-session_operator  n       y     n       n       y           y       n         y         y      n
-session_viewer    n       y     n       n       n           y       n         n         y      n
-auditor           n       y     n       n       n           y       n         n         y      y
-================  ======  ====  ======  ======  ==========  ======  ========  ========  =====  =====
+================ ====== ==== ====== ====== ========== ====== ======== ======== ===== ===== ====
+role             create read update delete start/stop read   download control  stats audit hold
+                                           /pause     chunks chunks   pipeline       log
+================ ====== ==== ====== ====== ========== ====== ======== ======== ===== ===== ====
+admin            y      y    y      y      y          y      y        y        y     y     y
+session_manager  y      y    y      y      y          y      y        y        y     n     n
+session_operator n      y    n      n      y          y      n        y        y     n     n
+session_viewer   n      y    n      n      n          y      n        n        y     n     n
+auditor          n      y    n      n      n          y      n        n        y     y     n
+================ ====== ==== ====== ====== ========== ====== ======== ======== ===== ===== ====
 
-An export of an evidence bundle counts as a download. Tokens are revoked with
-``lucid-sessions token revoke`` by whoever holds the data directory or the Redis URL.
+An export of an evidence bundle counts as a download. ``hold`` is ``sessions:hold``: set,
+lift and list legal holds, which keep a session from every deletion (admin only). Tokens
+are revoked with ``lucid-sessions token revoke`` by whoever holds the data directory or
+the Redis URL.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ Permission = Literal[
     "pipeline:control",
     "statistics:read",
     "audit:read",
+    "sessions:hold",
 ]
 """What a route may need (see :mod:`lucid_sessions.api.auth` for which route needs which)."""
 PERMISSIONS: tuple[str, ...] = get_args(Permission)
@@ -42,7 +45,7 @@ _ALL = PERMISSIONS
 ROLE_PERMISSIONS: Mapping[str, frozenset[str]] = MappingProxyType(
     {
         "admin": frozenset(_ALL),
-        "session_manager": frozenset(_ALL) - {"audit:read"},
+        "session_manager": frozenset(_ALL) - {"audit:read", "sessions:hold"},
         "session_operator": frozenset(
             {
                 "sessions:read",

@@ -14,6 +14,7 @@ from lucid_sessions.api.routes import (
     chunks,
     evidence,
     frames,
+    holds,
     pipeline,
     playback,
     render,
@@ -35,6 +36,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     statistics.router,
     system.router,
     audit.router,
+    holds.router,
 )
 
 
