@@ -30,8 +30,13 @@ unless said otherwise:
 ``lucid_service_up{service}``
     1 when the service's health check says ``running``, else 0.
 ``lucid_storage_reserve_bytes``
-    Free space the chunk store must keep: ``LUCID_STORAGE_RESERVE_BYTES``, else
-    :data:`DEFAULT_STORAGE_RESERVE_BYTES` (set once).
+    Free space the chunk store must keep: the cluster's ``storage_reserve_bytes``
+    (``LUCID_STORAGE_RESERVE_BYTES``), else :data:`DEFAULT_STORAGE_RESERVE_BYTES` (set
+    once). Below it the pipeline refuses new recordings and stops running ones.
+``lucid_storage_write_errors_total{errno}``
+    Chunk writes that failed on the disk (``ENOSPC``, ``EDQUOT``, ``EIO``), counted by
+    the pipeline (:meth:`Metrics.storage_write_error`); the chunk is not stored and its
+    session is stopped and finalised with what was stored.
 ``lucid_audit_chain_ok`` and ``lucid_audit_chain_entries``
     1 while every audit entry checked so far hashes to its stored hash and links to the
     one before it (checked incrementally; the full check is ``audit verify``).
@@ -75,6 +80,7 @@ CHUNK_OUTCOMES = ("processed", "failed", "retried", "duplicate")
 ANCHOR_OUTCOMES = ("confirmed", "failed", "retried")
 DEFAULT_STORAGE_RESERVE_BYTES = 5 * 1024**3
 """Free space the chunk store keeps by default (``LUCID_STORAGE_RESERVE_BYTES`` overrides)."""
+STORAGE_ERRNOS = ("ENOSPC", "EDQUOT", "EIO")
 SESSION_STATUSES = (
     "created",
     "starting",
@@ -96,7 +102,9 @@ _API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5
 class Metrics:
     """The cluster's metric objects in one registry. Methods are thread-safe."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, reserve_bytes: int | None = None
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.sessions = Gauge("lucid_sessions", "Sessions by status.", ["status"], registry=r)
@@ -200,6 +208,12 @@ class Metrics:
             "When the data directory's master key was created or last rotated (Unix time).",
             registry=r,
         )
+        self.storage_write_errors = Counter(
+            "lucid_storage_write_errors",
+            "Chunk writes that failed on the disk, by errno (ENOSPC, EDQUOT, EIO).",
+            ["errno"],
+            registry=r,
+        )
         self._lock = threading.Lock()
         self._anchor_seen: dict[str, int] = {}
         self.audit_cursor: tuple[int, str] | None = None
@@ -210,7 +224,9 @@ class Metrics:
             self.chunks_processed.labels(outcome=outcome)
         for outcome in ANCHOR_OUTCOMES:
             self.anchor_jobs.labels(outcome=outcome)
-        self.storage_reserve.set(_reserve_bytes())
+        self.storage_reserve.set(_reserve_bytes() if reserve_bytes is None else reserve_bytes)
+        for name in STORAGE_ERRNOS:
+            self.storage_write_errors.labels(errno=name)
         self.audit_chain_ok.set(1)
         self.config_loaded.set(time.time())
         for status in SESSION_STATUSES:
@@ -225,6 +241,10 @@ class Metrics:
         self.chunks_processed.labels(outcome=outcome).inc()
         if duration_s is not None:
             self.chunk_seconds.observe(max(0.0, duration_s))
+
+    def storage_write_error(self, errno_name: str) -> None:
+        """Count a chunk write the disk refused (fits ``PipelineManager(on_storage_error=)``)."""
+        self.storage_write_errors.labels(errno=errno_name[:16]).inc()
 
     # recorded by the recorder (or refreshed by the API)
 

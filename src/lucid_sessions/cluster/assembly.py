@@ -71,7 +71,7 @@ class Cluster:
         self.api_server: Any = None
         self.api_port: int | None = None
         self.grpc_ports: dict[str, int] = {}
-        self.metrics = Metrics()
+        self.metrics = Metrics(reserve_bytes=config.storage_reserve_bytes)
 
     # the graph
 
@@ -260,6 +260,8 @@ class Cluster:
             queue_size=self.config.queue_size,
             workers=self.config.pipeline_workers,
             on_chunk=self.metrics.chunk_processed,
+            on_storage_error=self.metrics.storage_write_error,
+            storage_reserve_bytes=self.config.storage_reserve_bytes,
             coordinator=coordinator,
             evidence_dir=keys.datadir.path,
             checkpoint_chunks=self.config.checkpoint_chunks,

@@ -15,6 +15,8 @@ Every setting, its variable and its TOML key (``[section] key``)::
     claim timeout       LUCID_CLAIM_TIMEOUT_S       [processor] claim_timeout_s = 15
     retention (days)    LUCID_RETENTION_DAYS        [storage] retention_days = 0 (keep forever)
     gc interval         LUCID_GC_INTERVAL_S         [storage] gc_interval_s = 3600 (0: off)
+    free-space reserve  LUCID_STORAGE_RESERVE_BYTES [storage] reserve_bytes = 5 GiB (0: off;
+                        below it new recordings are refused and running ones stopped)
                         (with Redis: a chunk entry a processor left unacknowledged this
                         long is claimed by another; see cluster/coordination.py)
     checkpoint chunks   LUCID_CHECKPOINT_CHUNKS     [pipeline] checkpoint_chunks = 10
@@ -57,6 +59,7 @@ from typing import Any
 from lucid_sessions.anchoring.settings import AnchorConfig, load_anchor
 from lucid_sessions.cluster.tls import TlsConfig, check_tls, load_tls
 from lucid_sessions.errors import InvalidConfigError
+from lucid_sessions.observability import DEFAULT_STORAGE_RESERVE_BYTES
 from lucid_sessions.security.settings import SecurityConfig, load_security
 from lucid_sessions.storage.datadir import default_data_dir
 
@@ -94,6 +97,8 @@ class ClusterConfig:
     """Default retention of a finished session without its own (0: keep forever)."""
     gc_interval_s: int = 3600
     """The storage component collects garbage this often (0: only on demand)."""
+    storage_reserve_bytes: int = DEFAULT_STORAGE_RESERVE_BYTES
+    """Free bytes the chunk store's disk must keep (0: no check)."""
     security: SecurityConfig = field(default_factory=SecurityConfig)
     """Token verification, rate limits and Redis (see :mod:`lucid_sessions.security.settings`)."""
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -237,6 +242,13 @@ def load_config(
             36500,
         ),
         ("gc_interval_s", "LUCID_GC_INTERVAL_S", section("storage").get("gc_interval_s"), 0, 10**7),
+        (
+            "storage_reserve_bytes",
+            "LUCID_STORAGE_RESERVE_BYTES",
+            section("storage").get("reserve_bytes"),
+            0,
+            2**62,
+        ),
     ):
         value = setting(toml, var)
         if value is not None:

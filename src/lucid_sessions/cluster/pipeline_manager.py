@@ -27,6 +27,17 @@ processor process consumes; the chunk counts as pending until a processor report
 stored (or the coordinator finds it stored in storage). At most ``max_in_flight`` chunks
 are staged and not yet stored at once, so backpressure still reaches the recorder.
 
+Limits. A session's ``storage_config.max_size_gb``: once the bytes it has stored reach it,
+its recording is stopped and the session finalised (interrupted, reason "stopped by its
+size limit (max_size_gb=N)"). A free-space reserve (``storage_reserve_bytes``, the
+cluster's ``LUCID_STORAGE_RESERVE_BYTES``): with less free space on the chunk store's disk
+(``Storage.health``), a session does not start (StorageError caused by ENOSPC: HTTP 507),
+and after each stored chunk every running recording is stopped the same way. A chunk
+whose write fails with ENOSPC, EDQUOT or EIO is not stored (the chunk store leaves no
+partial file, no record); its session's recording is stopped, later chunks of it are
+dropped, and it is finalised with every chunk stored completely, the reason naming the
+disk error (also logged, and counted through ``on_storage_error(errno name)``).
+
 On start, :meth:`PipelineManager.recover` closes every session a previous process left
 open (starting, recording, paused, stopped, processing): it is finalised as interrupted
 with every chunk that reached storage.
@@ -36,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -74,6 +86,7 @@ from lucid_sessions.errors import (
     LucidError,
     NotRecordingError,
     PipelineError,
+    StorageError,
 )
 from lucid_sessions.recording.chunker import RawChunk
 from lucid_sessions.storage.chunk_store import check_id
@@ -115,6 +128,43 @@ class _Live:
     failed: int = 0
     seen: set[int] = field(default_factory=set)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    max_bytes: int | None = None
+    """``storage_config.max_size_gb`` in bytes (None: no limit)."""
+    max_size_gb: float | None = None
+    stored_bytes: int = 0
+    stop_reason: str | None = None
+    """Set when the pipeline stopped the recording itself (size limit, reserve, disk)."""
+    disk_failed: bool = False
+    """A chunk write failed on the disk: later chunks of the session are dropped."""
+
+
+_DISK_ERRNOS = {errno.ENOSPC: "ENOSPC", errno.EDQUOT: "EDQUOT", errno.EIO: "EIO"}
+
+
+def _disk_errno(exc: BaseException) -> str | None:
+    """``ENOSPC``/``EDQUOT``/``EIO`` when ``exc`` was caused by that OS error (its cause
+    chain, or its message when it crossed a process boundary), else None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _DISK_ERRNOS:
+            return _DISK_ERRNOS[current.errno]
+        current = current.__cause__ or current.__context__
+    text = str(exc)
+    for number, name in _DISK_ERRNOS.items():
+        if os.strerror(number) in text:
+            return name
+    return None
+
+
+def _max_bytes(config: Mapping[str, Any]) -> tuple[float | None, int | None]:
+    storage = config.get("storage_config") or {}
+    limit = storage.get("max_size_gb") if isinstance(storage, Mapping) else None
+    if limit is None:
+        return None, None
+    gb = float(limit)
+    return gb, max(1, int(gb * 1024**3))
 
 
 class PipelineManager:
@@ -146,8 +196,13 @@ class PipelineManager:
         evidence_dir: Path | None = None,
         checkpoint_chunks: int = 10,
         checkpoint_seconds: float = 60.0,
+        storage_reserve_bytes: int = 0,
+        on_storage_error: Callable[[str], None] | None = None,
     ) -> None:
         self.storage = storage
+        self.storage_reserve_bytes = max(0, int(storage_reserve_bytes))
+        """Free bytes the chunk store's disk must keep (0: no check)."""
+        self._on_storage_error = on_storage_error
         # Live checkpoints and the session log (data directory files), when given one.
         self.trail = (
             None
@@ -184,7 +239,13 @@ class PipelineManager:
         self._finalising: set[asyncio.Task[None]] = set()
         self._ended: set[str] = set()
         self._on_chunk = on_chunk
-        self.counters = {"processed": 0, "failed": 0, "retried": 0, "duplicate": 0}
+        self.counters = {
+            "processed": 0,
+            "failed": 0,
+            "retried": 0,
+            "duplicate": 0,
+            "write_errors": 0,
+        }
         self._coordinator = coordinator
         self._in_flight = asyncio.Semaphore(max_in_flight or max(16, 4 * queue_size))
         self._published_at: dict[tuple[str, int], float] = {}
@@ -350,11 +411,35 @@ class PipelineManager:
             max_bytes=None if size_mb is None else int(float(size_mb) * 1024 * 1024),
         )
 
+    async def _free_bytes(self) -> int | None:
+        """Free bytes on the chunk store's disk (None when storage cannot tell)."""
+        try:
+            health = await self.storage.health()
+        except LucidError as exc:
+            log.warning("cannot check the free space of the chunk store: %s", exc.message)
+            return None
+        return health.free_bytes if health.ok else None
+
+    async def _check_reserve(self, session_id: str) -> None:
+        """Refuse to start a recording when the disk is below its free-space reserve."""
+        if self.storage_reserve_bytes <= 0:
+            return
+        free = await self._free_bytes()
+        if free is not None and free < self.storage_reserve_bytes:
+            raise StorageError(
+                f"cannot start session {session_id}: the chunk store has {free} bytes free, "
+                f"less than its reserve of {self.storage_reserve_bytes} bytes "
+                "(LUCID_STORAGE_RESERVE_BYTES); free space or grow the volume",
+                details={"free_bytes": free, "reserve_bytes": self.storage_reserve_bytes},
+            ) from OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
     async def start_session(self, session_id: str) -> SessionRecord:
+        await self._check_reserve(session_id)
         session = await self._transition(session_id, "starting")
         key, wrapped = await self._data_key(session)
         quality = str((session.config.get("recording_config") or {}).get("quality", "medium"))
         live = _Live(key, wrapped, AdaptiveLevel(zstd_level(quality)), session.hash_algorithm)
+        live.max_size_gb, live.max_bytes = _max_bytes(session.config)
         live.idle.set()
         self._live[session_id] = live
         try:
@@ -502,6 +587,13 @@ class PipelineManager:
         live = self._live.get(session_id)
         if live is None:
             return
+        if live.disk_failed:
+            log.warning(
+                "chunk dropped after a disk error",
+                extra={"session_id": session_id, "sequence": raw.sequence},
+            )
+            self._chunk_settled(live)
+            return
         started = time.monotonic()
         try:
             level = live.level.level
@@ -533,7 +625,12 @@ class PipelineManager:
                 self.trail.stored(session_id)
             if self._on_chunk is not None:
                 self._on_chunk("processed", elapsed)
+            live.stored_bytes += len(processed.stored)
+            await self._check_limits(session_id, live)
         except LucidError as exc:
+            disk = _disk_errno(exc)
+            if disk is not None:
+                self._disk_failed(session_id, live, raw.sequence, disk, exc.message)
             live.failed += 1
             self.counters["failed"] += 1
             if self._on_chunk is not None:
@@ -546,6 +643,67 @@ class PipelineManager:
             live.pending -= 1
             if live.pending == 0:
                 live.idle.set()
+
+    def _halt(self, session_id: str, live: _Live, reason: str) -> None:
+        """Stop a live recording from inside the pipeline (in a task: the recorder's stop
+        waits for its last chunk, which may need this worker's queue)."""
+        if live.stop_reason is not None:
+            return
+        live.stop_reason = reason
+        log.warning("stopping the recording of %s: %s", session_id, reason)
+
+        async def stop() -> None:
+            try:
+                await self.recorder.stop(session_id)
+            except LucidError as exc:
+                log.warning("could not stop the recording of %s: %s", session_id, exc.message)
+
+        task = asyncio.create_task(stop(), name=f"pipeline-halt-{session_id}")
+        self._finalising.add(task)
+        task.add_done_callback(self._finalising.discard)
+
+    async def _check_limits(self, session_id: str, live: _Live) -> None:
+        """After a stored chunk: the session's size limit, then the free-space reserve."""
+        if live.max_bytes is not None and live.stored_bytes >= live.max_bytes:
+            self._halt(
+                session_id,
+                live,
+                f"stopped by its size limit (max_size_gb={live.max_size_gb:g}): "
+                f"{live.stored_bytes} bytes stored",
+            )
+        if self.storage_reserve_bytes <= 0:
+            return
+        free = await self._free_bytes()
+        if free is None or free >= self.storage_reserve_bytes:
+            return
+        reason = (
+            f"storage below its free-space reserve ({free} bytes free, "
+            f"reserve {self.storage_reserve_bytes} bytes)"
+        )
+        for other, other_live in list(self._live.items()):
+            self._halt(other, other_live, reason)
+
+    def _disk_failed(
+        self, session_id: str, live: _Live, sequence: int, name: str, message: str
+    ) -> None:
+        self.counters["write_errors"] += 1
+        if self._on_storage_error is not None:
+            self._on_storage_error(name)
+        log.error(
+            "chunk %d of %s not stored: disk error %s: %s",
+            sequence,
+            session_id,
+            name,
+            message,
+            extra={"session_id": session_id, "sequence": sequence, "errno": name},
+        )
+        live.disk_failed = True
+        self._halt(
+            session_id,
+            live,
+            f"disk error {name} while writing chunk {sequence} ({message}); "
+            "the session holds every chunk stored before it",
+        )
 
     def _chunk_failed(self, session_id: str, live: _Live, sequence: int, message: str) -> None:
         live.failed += 1
@@ -616,7 +774,9 @@ class PipelineManager:
         if live is not None:
             await live.idle.wait()
         reason = end.reason
-        if live is not None and live.failed:
+        if live is not None and live.stop_reason is not None:
+            reason = live.stop_reason
+        elif live is not None and live.failed:
             reason = reason or f"{live.failed} chunks could not be stored"
         status = "interrupted" if end.interrupted or reason else "completed"
         try:

@@ -376,7 +376,17 @@ class StorageService:
                     await asyncio.to_thread(
                         self._put_file, record.session_id, record.sequence, data
                     )
-                    await self.metadata.put_chunk(record)
+                    try:
+                        await self.metadata.put_chunk(record)
+                    except BaseException as exc:
+                        if isinstance(exc, AlreadyExistsError):
+                            raise
+                        # No record, so no file either (a full disk may fail the record
+                        # after the file): the chunk is simply not stored.
+                        with contextlib.suppress(OSError, LucidError):
+                            path = self.datadir.chunks.path(record.session_id, record.sequence)
+                            await asyncio.to_thread(path.unlink, missing_ok=True)
+                        raise
                 elif first.leaf_hash == record.leaf_hash:
                     await asyncio.to_thread(
                         self.datadir.chunks.put, record.session_id, record.sequence, data
@@ -485,7 +495,9 @@ class StorageService:
 
     async def health(self) -> StorageHealth:
         try:
-            usage = shutil.disk_usage(self.datadir.path)
+            # The chunk store's disk (its folder may be a mount of its own).
+            root = self.datadir.chunks.root
+            usage = shutil.disk_usage(root if root.is_dir() else self.datadir.path)
             await self.metadata.list_sessions(limit=1)
         except (OSError, LucidError) as exc:
             return StorageHealth(False, 0, 0, self.metadata_kind, str(exc))

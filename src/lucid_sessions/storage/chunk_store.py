@@ -61,7 +61,10 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one."""
+    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one.
+
+    On any error (ENOSPC, EIO, ...) the temporary file is removed: a failed write leaves
+    no partial file behind, and the old file, if any, untouched."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -106,7 +109,13 @@ class ChunkStore:
             if not path.parent.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fsync_dir(path.parent.parent)
-            write_atomic(path, data)
+            try:
+                write_atomic(path, data)
+            except OSError:
+                # Renamed into place but its folder not synced (EIO): not stored either.
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                raise
         except OSError as exc:
             raise StorageError(
                 f"cannot write chunk {sequence} of session {session_id}: {exc.strerror}"
