@@ -538,3 +538,24 @@ def test_a_bundle_exported_through_the_api_carries_the_checkpoints(recorded, tmp
         report = verify_evidence(bundle, trusted_key=key.public_key_bytes())
     assert report.ok, report.failures
     assert report.checkpoints == len(checkpoints)
+
+
+def test_a_session_deleted_by_hand_gets_a_tombstone_and_the_log_verifies(tmp_path):
+    """A deletion through the pipeline (the API's DELETE, the CLI) is lawful and provable:
+    the session log explains the missing session with a signed tombstone."""
+    from tests.conftest import Cli
+
+    path = tmp_path / "data"
+
+    async def run() -> str:
+        async with Rig(path) as rig:
+            sid = await rig.record(0.6)
+            await rig.pipeline.delete_session(sid)
+            return sid
+
+    sid = asyncio.run(run())
+    assert not (path / "chunks" / sid).exists()
+    _, out, _ = Cli(path)("log", "verify")
+    assert out.startswith("OK") and "1 deleted lawfully (tombstones)" in out, out
+    leaves = (path / "log" / "leaves.jsonl").read_text()
+    assert '"kind":"tombstone"' in leaves.replace(" ", "") and "deleted by hand" in leaves

@@ -342,7 +342,7 @@ class LogReport:
     """Leaves after the latest valid head (covered by no signature yet)."""
     sessions_checked: int = 0
     tombstones: int = 0
-    """Sessions deleted by policy, each with its tombstone leaf."""
+    """Sessions deleted lawfully (by policy or by hand), each with its tombstone leaf."""
     checked_range: tuple[int, int] | None = None
 
     @property
@@ -557,7 +557,7 @@ def _compare_store(
             )
     for session_id, leaf in in_log.items():
         if session_id not in stored and session_id in tombstoned:
-            continue  # deleted by policy, and the log says so
+            continue  # deleted lawfully, and the log says so
         if session_id not in stored:
             report.add(
                 "deleted",
@@ -584,7 +584,7 @@ def summary_lines(report: LogReport) -> list[str]:
         lines.append(f"heads of size {old} and {new}: {state}")
     lines.append(
         f"{report.heads} signed heads; {report.sessions_checked} sessions in the store compared"
-        + (f"; {report.tombstones} deleted by policy (tombstones)" if report.tombstones else "")
+        + (f"; {report.tombstones} deleted lawfully (tombstones)" if report.tombstones else "")
     )
     if report.unsigned_tail:
         lines.append(f"{report.unsigned_tail} leaves after the latest head (not signed yet)")

@@ -58,6 +58,7 @@ from typing import Any, TypeVar
 
 from lucid_sessions.anchoring import Anchor
 from lucid_sessions.anchoring.job import AnchorJobs
+from lucid_sessions.anchoring.session_log import manifest_sha256
 from lucid_sessions.anchoring.trail import EvidenceTrail
 from lucid_sessions.archive.finalize import finalize_session
 from lucid_sessions.archive.quality import AdaptiveLevel
@@ -84,6 +85,7 @@ from lucid_sessions.crypto import (
 from lucid_sessions.errors import (
     InvalidConfigError,
     LucidError,
+    NotFoundError,
     NotRecordingError,
     PipelineError,
     StorageError,
@@ -501,7 +503,27 @@ class PipelineManager:
                 f"session {session_id} is {session.status}: stop it before deleting it"
             )
         check_not_held(session)  # legal hold: never deleted until lifted (storage checks too)
+        if self.trail is not None:
+            await self._tombstone(session)
         await self.storage.delete_session(session_id)
+
+    async def _tombstone(self, session: SessionRecord) -> None:
+        """A finalised session deleted by hand (API, CLI) gets a signed tombstone in the
+        session log first, as gc gives an expired one, so the deletion is provable; the
+        audit log names who deleted it. A session never finalised has no leaf to explain."""
+        assert self.trail is not None
+        try:
+            record = await self.storage.get_manifest(session.session_id)
+        except NotFoundError:
+            return
+        await asyncio.to_thread(
+            self.trail.session_log.append_tombstone,
+            session.session_id,
+            manifest_sha256(record.manifest),
+            session.root or "",
+            reason="deleted by hand",
+            policy="manual deletion (the audit log names who)",
+        )
 
     async def submit_chunk(self, session_id: str, raw: RawChunk) -> None:
         live = self._live.get(session_id)
