@@ -70,6 +70,30 @@ def quality_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..
     )
 
 
+def output_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``-o/--output FILE`` (required)."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(path_type=Path, dir_okay=False),
+        required=True,
+        help=help_text,
+    )
+
+
+def range_options(
+    start_help: str, end_help: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--from`` and ``--to``: seconds from the session's start (``from_s``, ``to_s``)."""
+
+    def apply(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for name, dest, text in (("--to", "to_s", end_help), ("--from", "from_s", start_help)):
+            fn = click.option(name, dest, type=click.FloatRange(min=0), default=None, help=text)(fn)
+        return fn
+
+    return apply
+
+
 @contextmanager
 def _progress(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A progress bar on stderr when it is a terminal, silent otherwise."""
@@ -215,26 +239,10 @@ async def show(session: str, data_dir: Path | None) -> None:
 
 @main.command("export")
 @click.argument("session")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="Bundle file to write (a tar).",
-)
-@click.option(
-    "--from",
-    "from_s",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Excerpt start, seconds from the session's start.",
-)
-@click.option(
-    "--to",
-    "to_s",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Excerpt end, seconds from the session's start.",
+@output_option("Bundle file to write (a tar).")
+@range_options(
+    "Excerpt start, seconds from the session's start.",
+    "Excerpt end, seconds from the session's start.",
 )
 @data_dir_option
 @run_async

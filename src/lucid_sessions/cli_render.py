@@ -14,7 +14,15 @@ from pathlib import Path
 
 import click
 
-from lucid_sessions.cli import _progress, _with_datadir, data_dir_option, main, run_async
+from lucid_sessions.cli import (
+    _progress,
+    _with_datadir,
+    data_dir_option,
+    main,
+    output_option,
+    range_options,
+    run_async,
+)
 from lucid_sessions.storage.datadir import DataDir
 
 __all__ = ["render"]
@@ -22,26 +30,10 @@ __all__ = ["render"]
 
 @main.command("render")
 @click.argument("session")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="MP4 file to write.",
-)
-@click.option(
-    "--from",
-    "from_s",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Start, seconds from the session's start.",
-)
-@click.option(
-    "--to",
-    "to_s",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="End, seconds from the session's start (default: the end).",
+@output_option("MP4 file to write.")
+@range_options(
+    "Start, seconds from the session's start.",
+    "End, seconds from the session's start (default: the end).",
 )
 @click.option(
     "--speed",
